@@ -1,0 +1,8 @@
+from django.shortcuts import render
+
+from portal.permissions import Capability, require_capability
+
+
+@require_capability(Capability.VIEW_INTEGRATIONS)
+def index(request):
+    return render(request, "integrations/index.html")

@@ -1,0 +1,27 @@
+// Small progressive enhancements: copy buttons and add/remove rows. The portal works without it.
+document.addEventListener("click", (event) => {
+  const copy = event.target.closest("[data-copy]");
+  if (copy) {
+    const source = document.getElementById(copy.dataset.copy);
+    const text = source ? (source.value || source.textContent).trim() : "";
+    navigator.clipboard?.writeText(text).then(() => {
+      const label = copy.textContent;
+      copy.textContent = "Copied";
+      setTimeout(() => { copy.textContent = label; }, 1500);
+    });
+    return;
+  }
+  const add = event.target.closest("[data-add-row]");
+  if (add) {
+    const container = document.getElementById(add.dataset.addRow);
+    const template = document.getElementById(add.dataset.template);
+    if (container && template) container.appendChild(template.content.cloneNode(true));
+    return;
+  }
+  const remove = event.target.closest("[data-remove-row]");
+  if (remove) remove.closest(".header-row")?.remove();
+});
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
