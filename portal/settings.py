@@ -22,6 +22,19 @@ SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
 
+# Secrets at rest (signing secrets, custom header values): Fernet keys, the first encrypts.
+FIELD_ENCRYPTION_KEYS = env.list(
+    "FIELD_ENCRYPTION_KEYS", default=[DEV_FIELD_ENCRYPTION_KEY] if DEBUG else []
+)
+if not FIELD_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured(
+        "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off "
+        "(generate one: python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())')."
+    )
+if not DEBUG and DEV_FIELD_ENCRYPTION_KEY in FIELD_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("The development encryption key is refused when DEBUG is off.")
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -32,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "axes",
     "django_q",
     "ninja",
@@ -185,3 +199,39 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+
+def _duration_seconds(value: str) -> int:
+    """'5d', '12h', '30m', '90s' or plain seconds."""
+    value = value.strip().lower()
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if value and value[-1] in units:
+        return int(float(value[:-1]) * units[value[-1]])
+    return int(value)
+
+
+# Webhook delivery (SPEC §5, §6).
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
+WEBHOOK_ALLOWED_PRIVATE_TARGETS = env.list("WEBHOOK_ALLOWED_PRIVATE_TARGETS", default=[])
+WEBHOOK_EGRESS_IPS = env.list("WEBHOOK_EGRESS_IPS", default=[])
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
+# Delay before attempt 2, 3, ... in seconds (the last value repeats); about a day in all.
+WEBHOOK_RETRY_SCHEDULE = [
+    int(x)
+    for x in env.list(
+        "WEBHOOK_RETRY_SCHEDULE", default=["30", "120", "600", "1800", "3600", "7200", "14400",
+                                           "21600", "43200"]
+    )
+]
+WEBHOOK_RETRY_JITTER = env.float("WEBHOOK_RETRY_JITTER", default=0.2)
+WEBHOOK_RETRY_AFTER_CAP = env.int("WEBHOOK_RETRY_AFTER_CAP", default=3600)
+WEBHOOK_BATCH_SIZE = env.int("WEBHOOK_BATCH_SIZE", default=100)
+WEBHOOK_BATCH_MAX_BYTES = env.int("WEBHOOK_BATCH_MAX_BYTES", default=1024 * 1024)
+WEBHOOK_MAX_EVENT_BYTES = env.int("WEBHOOK_MAX_EVENT_BYTES", default=256 * 1024)
+WEBHOOK_DISABLE_AFTER = _duration_seconds(env.str("WEBHOOK_DISABLE_AFTER", default="5d"))
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
+WEBHOOK_SECRET_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_OVERLAP_HOURS", default=24)
+WEBHOOK_LEASE_MARGIN = env.int("WEBHOOK_LEASE_MARGIN", default=15)
+WEBHOOK_SWEEP_INTERVAL = env.float("WEBHOOK_SWEEP_INTERVAL", default=2.0)
+WEBHOOK_TEST_TIMEOUT = env.int("WEBHOOK_TEST_TIMEOUT", default=10)
+WEBHOOK_USER_AGENT = "OneProtect-Webhooks/1.0 (+https://oneprotect.example/docs/webhooks)"

@@ -1,0 +1,223 @@
+"""Destination validation, shared by the portal form and the API (no rule written twice)."""
+
+from __future__ import annotations
+
+import re
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from integrations.catalogue import EventType, Severity
+from integrations.models import DEFAULT_SIGNATURE_HEADER, Destination, Provider
+from integrations.url_safety import validate_endpoint_url
+
+# RFC 9110 token characters.
+HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+RESERVED_HEADERS = {
+    "x-oneprotect-signature",
+    "x-oneprotect-timestamp",
+    "x-oneprotect-delivery",
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "authorization-splunk",
+    # hop-by-hop
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+}
+MAX_CUSTOM_HEADERS = 20
+MAX_HEADER_VALUE = 4096
+
+
+def _no_control_characters(value: str) -> None:
+    if any(ord(ch) < 32 and ch != "\t" or ord(ch) == 127 for ch in value):
+        raise ValidationError("Remove line breaks and control characters.")
+
+
+class DestinationForm(forms.Form):
+    """Every field of SPEC §3. `custom_headers` is given as a dict (name → value)."""
+
+    name = forms.CharField(
+        label="Name",
+        max_length=120,
+        error_messages={"required": "Give the destination a name, e.g. “SOC webhook”."},
+        validators=[_no_control_characters],
+    )
+    endpoint_url = forms.CharField(
+        label="Endpoint URL (https)",
+        max_length=2000,
+        error_messages={"required": "Enter the https:// URL that should receive events."},
+    )
+    secret = forms.CharField(
+        label="Secret",
+        required=False,
+        max_length=256,
+        min_length=16,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Leave blank to generate a strong secret (shown once).",
+        error_messages={"min_length": "Use at least 16 characters, or leave blank to generate."},
+    )
+    provider = forms.ChoiceField(label="Provider", choices=Provider.choices, initial=Provider.CUSTOM)
+    event_types = forms.MultipleChoiceField(
+        label="Events to forward",
+        choices=EventType.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=list(EventType.values),
+        error_messages={"required": "Select at least one event type to forward."},
+    )
+    min_severity = forms.ChoiceField(
+        label="Minimum severity",
+        choices=[("", "Any severity")] + list(Severity.choices),
+        required=False,
+    )
+    include_child_tenants = forms.BooleanField(
+        label="Include child accounts' events", required=False
+    )
+    signature_header = forms.CharField(
+        label="Signature header name", max_length=100, initial=DEFAULT_SIGNATURE_HEADER
+    )
+    timeout_seconds = forms.IntegerField(
+        label="Timeout (seconds)",
+        min_value=1,
+        max_value=300,
+        initial=30,
+        error_messages={
+            "min_value": "Use a timeout between 1 and 300 seconds.",
+            "max_value": "Use a timeout between 1 and 300 seconds.",
+        },
+    )
+    rate_limit_per_second = forms.FloatField(
+        label="Rate limit (requests per second)",
+        required=False,
+        min_value=0.1,
+        max_value=10000,
+        help_text="Optional. Leave blank for no limit.",
+    )
+    skip_tls_verify = forms.BooleanField(label="Skip TLS verification", required=False)
+    active = forms.BooleanField(label="Active", required=False, initial=True)
+
+    def __init__(self, *args, tenant, instance: Destination | None = None, custom_headers=None,
+                 partial: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tenant = tenant
+        self.instance = instance
+        self.partial = partial
+        self.custom_headers_input = custom_headers
+        if not tenant.has_children() and not (instance and instance.include_child_tenants):
+            del self.fields["include_child_tenants"]
+        if instance is not None:
+            self.fields["secret"].help_text = "Leave blank to keep the current secret."
+        if partial:
+            for field in self.fields.values():
+                field.required = False
+
+    # Field checks ---------------------------------------------------------------------------
+    def clean_name(self) -> str:
+        name = self.cleaned_data.get("name", "").strip()
+        if not name and self.partial:
+            return name
+        duplicates = Destination.objects.for_tenant(self.tenant).filter(name__iexact=name)
+        if self.instance is not None:
+            duplicates = duplicates.exclude(pk=self.instance.pk)
+        if duplicates.exists():
+            raise ValidationError("A destination with this name already exists. Choose another.")
+        return name
+
+    def clean_endpoint_url(self) -> str:
+        url = self.cleaned_data.get("endpoint_url", "").strip()
+        if url or not self.partial:
+            validate_endpoint_url(url)
+        return url
+
+    def clean_signature_header(self) -> str:
+        value = self.cleaned_data.get("signature_header", "").strip()
+        if not value:
+            return "" if self.partial else DEFAULT_SIGNATURE_HEADER
+        if not HEADER_TOKEN.match(value):
+            raise ValidationError(
+                "Use a valid header name: letters, digits and - only, e.g. X-OneProtect-Signature."
+            )
+        if value.lower() in RESERVED_HEADERS - {"x-oneprotect-signature"}:
+            raise ValidationError(f"{value} is reserved. Choose another header name.")
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.custom_headers_input is not None:
+            try:
+                cleaned["custom_headers"] = self._clean_custom_headers(self.custom_headers_input)
+            except ValidationError as error:
+                self.add_error(None, error)
+        return cleaned
+
+    def _clean_custom_headers(self, headers) -> dict[str, str]:
+        if not isinstance(headers, dict):
+            raise ValidationError("Custom headers must be name/value pairs.")
+        if len(headers) > MAX_CUSTOM_HEADERS:
+            raise ValidationError(f"Use at most {MAX_CUSTOM_HEADERS} custom headers.")
+        existing = self.instance.custom_headers() if self.instance is not None else {}
+        signature = (self.cleaned_data.get("signature_header") or DEFAULT_SIGNATURE_HEADER).lower()
+        cleaned: dict[str, str] = {}
+        seen: set[str] = set()
+        for raw_name, raw_value in headers.items():
+            name = str(raw_name).strip()
+            value = "" if raw_value is None else str(raw_value)
+            if not name:
+                raise ValidationError("Give every custom header a name.")
+            if not HEADER_TOKEN.match(name) or len(name) > 100:
+                raise ValidationError(
+                    f"“{name[:40]}” is not a valid header name: use letters, digits and - only."
+                )
+            if name.lower() in RESERVED_HEADERS or name.lower() == signature:
+                raise ValidationError(f"{name} is set by OneProtect and cannot be a custom header.")
+            if name.lower() in seen:
+                raise ValidationError(f"{name} is listed twice.")
+            seen.add(name.lower())
+            if any(ch in value for ch in "\r\n\x00"):
+                raise ValidationError(f"The value of {name} must not contain line breaks.")
+            if len(value) > MAX_HEADER_VALUE:
+                raise ValidationError(f"The value of {name} is too long (at most 4096).")
+            if value == "" and name in existing:
+                value = existing[name]  # blank on edit keeps the stored (masked) value
+            if value == "":
+                raise ValidationError(f"Give {name} a value.")
+            cleaned[name] = value
+        return cleaned
+
+
+def custom_headers_from_post(post) -> dict[str, str]:
+    """The add/remove rows of the portal form (header_name / header_value lists)."""
+    names = post.getlist("header_name")
+    values = post.getlist("header_value")
+    headers: dict[str, str] = {}
+    for index, name in enumerate(names):
+        value = values[index] if index < len(values) else ""
+        if name.strip() or value.strip():
+            headers[name.strip() or " "] = value
+    return headers
+
+
+class RotateSecretForm(forms.Form):
+    secret = forms.CharField(
+        label="New secret",
+        required=False,
+        min_length=16,
+        max_length=256,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Leave blank to generate one.",
+    )
+    overlap_hours = forms.IntegerField(
+        label="Keep the previous secret valid for (hours)",
+        min_value=0,
+        max_value=168,
+        initial=24,
+    )

@@ -1,0 +1,294 @@
+"""Destinations, events, deliveries (one batch to one destination) and their attempts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations import crypto
+from integrations.catalogue import SEVERITY_RANK, EventType, Severity
+from portal.models import Tenant, TenantOwnedModel, TenantQuerySet
+
+DEFAULT_SIGNATURE_HEADER = "X-OneProtect-Signature"
+
+
+class Provider(models.TextChoices):
+    CUSTOM = "custom", "Custom webhook"
+    SPLUNK_HEC = "splunk_hec", "Splunk HTTP Event Collector"
+
+
+class Health(models.TextChoices):
+    HEALTHY = "healthy", "Healthy"
+    RETRYING = "retrying", "Retrying"
+    UNREACHABLE = "unreachable", "Endpoint unreachable"
+    AUTH_DENIED = "auth_denied", "Authentication / Permission denied"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    FAILING = "failing", "Failing"
+    PAUSED = "paused", "Paused"
+    DISABLED = "disabled", "Disabled"
+    NO_EVENTS = "no_events", "No events yet"
+
+
+class ErrorKind(models.TextChoices):
+    NONE = "", "None"
+    DNS = "dns", "DNS failure"
+    CONNECT = "connect", "Connection refused"
+    TLS = "tls", "TLS error"
+    TIMEOUT = "timeout", "Timeout"
+    HTTP = "http", "HTTP error status"
+    REDIRECT = "redirect", "Redirect (not followed)"
+    SSRF = "ssrf", "Refused: private or reserved address"
+    OTHER = "other", "Other error"
+
+
+UNREACHABLE_KINDS = {ErrorKind.DNS, ErrorKind.CONNECT, ErrorKind.TLS, ErrorKind.TIMEOUT}
+
+
+class Destination(TenantOwnedModel):
+    """An HTTPS endpoint that receives the tenant's events as signed, batched POSTs."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=120)
+    endpoint_url = models.URLField(max_length=2000)
+    provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.CUSTOM)
+    event_types = ArrayField(models.CharField(max_length=64, choices=EventType.choices))
+    min_severity = models.CharField(max_length=16, choices=Severity.choices, blank=True)
+    include_child_tenants = models.BooleanField(default=False)
+    signature_header = models.CharField(max_length=100, default=DEFAULT_SIGNATURE_HEADER)
+    custom_header_names = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    custom_headers_encrypted = models.TextField(blank=True)
+    timeout_seconds = models.PositiveSmallIntegerField(default=30)
+    skip_tls_verify = models.BooleanField(default=False)
+    rate_limit_per_second = models.FloatField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+
+    secret_encrypted = models.TextField()
+    secret_set_at = models.DateTimeField()
+    previous_secret_encrypted = models.TextField(blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+
+    # Delivery bookkeeping, kept on the row so that health costs no extra query.
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=300, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error_kind = models.CharField(max_length=16, choices=ErrorKind.choices, blank=True)
+    last_outcome_ok = models.BooleanField(null=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    retrying = models.BooleanField(default=False)
+
+    # The work queue: when this destination next has something due, and who holds it.
+    next_due_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="destination_name_per_tenant")
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_due_at"],
+                name="destination_due",
+                condition=Q(active=True, next_due_at__isnull=False),
+            )
+        ]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # Secrets -------------------------------------------------------------------------------
+    def set_secret(self, secret: str) -> None:
+        self.secret_encrypted = crypto.encrypt(secret)
+        self.secret_set_at = timezone.now()
+
+    def secret(self) -> str:
+        return crypto.decrypt(self.secret_encrypted)
+
+    def previous_secret(self, now=None) -> str | None:
+        """The rotated-out secret while its overlap window lasts."""
+        now = now or timezone.now()
+        if self.previous_secret_encrypted and self.previous_secret_expires_at:
+            if self.previous_secret_expires_at > now:
+                return crypto.decrypt(self.previous_secret_encrypted)
+        return None
+
+    def custom_headers(self) -> dict[str, str]:
+        return crypto.decrypt_json(self.custom_headers_encrypted) or {}
+
+    def set_custom_headers(self, headers: dict[str, str]) -> None:
+        self.custom_header_names = list(headers)
+        self.custom_headers_encrypted = crypto.encrypt_json(headers) if headers else ""
+
+    # Filters -------------------------------------------------------------------------------
+    def matches(self, *, event_type: str, severity: str, from_child: bool) -> bool:
+        if from_child and not self.include_child_tenants:
+            return False
+        if event_type not in self.event_types:
+            return False
+        if self.min_severity and SEVERITY_RANK[severity] < SEVERITY_RANK[self.min_severity]:
+            return False
+        return True
+
+    # Health --------------------------------------------------------------------------------
+    @property
+    def health(self) -> str:
+        """The destination's health in the customer's words (SPEC §5)."""
+        if self.disabled_at is not None:
+            return Health.DISABLED
+        if not self.active:
+            return Health.PAUSED
+        if self.last_attempt_at is None:
+            return Health.NO_EVENTS
+        if self.last_outcome_ok:
+            return Health.HEALTHY
+        if self.last_status_code in (401, 403):
+            return Health.AUTH_DENIED
+        if self.last_status_code == 429:
+            return Health.RATE_LIMITED
+        if self.last_error_kind in UNREACHABLE_KINDS:
+            return Health.UNREACHABLE
+        if self.retrying:
+            return Health.RETRYING
+        return Health.FAILING
+
+    @property
+    def health_label(self) -> str:
+        return Health(self.health).label
+
+
+class Event(models.Model):
+    """An event published into a tenant; stored once per (tenant, event_id)."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    event_id = models.UUIDField()
+    event_type = models.CharField(max_length=64, choices=EventType.choices)
+    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.INFO)
+    event_time = models.DateTimeField()
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "event_id"], name="event_id_per_tenant")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id}"
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERING = "delivering", "Delivering"
+    DELIVERED = "delivered", "Delivered"
+    RETRYING = "retrying", "Retrying"
+    FAILED = "failed", "Failed"
+
+
+OPEN_STATES = (DeliveryState.PENDING, DeliveryState.DELIVERING, DeliveryState.RETRYING)
+
+
+class Delivery(TenantOwnedModel):
+    """One batch of events to one destination, and where it stands."""
+
+    id = models.BigAutoField(primary_key=True)
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="deliveries")
+    state = models.CharField(
+        max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING
+    )
+    event_count = models.PositiveIntegerField(default=0)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error_kind = models.CharField(max_length=16, choices=ErrorKind.choices, blank=True)
+    failure_reason = models.CharField(max_length=300, blank=True)
+    is_test = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["destination", "-id"], name="delivery_dest_id"),
+            models.Index(fields=["destination", "state", "-id"], name="delivery_dest_state_id"),
+            models.Index(
+                fields=["destination", "id"],
+                name="delivery_open",
+                condition=Q(state__in=["pending", "delivering", "retrying"]),
+            ),
+            models.Index(fields=["tenant", "-created_at"], name="delivery_tenant_time"),
+        ]
+        verbose_name_plural = "deliveries"
+
+    def __str__(self) -> str:
+        return f"Delivery {self.pk} ({self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def retry_delay(self, attempt_number: int) -> timedelta:
+        """The base delay after the given attempt (1-based), before jitter."""
+        schedule = settings.WEBHOOK_RETRY_SCHEDULE
+        return timedelta(seconds=schedule[min(attempt_number - 1, len(schedule) - 1)])
+
+
+class DeliveryEvent(models.Model):
+    """An event waiting for (or carried by) a delivery to one destination: the outbox."""
+
+    id = models.BigAutoField(primary_key=True)
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
+    delivery = models.ForeignKey(
+        Delivery, null=True, blank=True, on_delete=models.CASCADE, related_name="items"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["destination", "event"], name="one_item_per_event")
+        ]
+        indexes = [
+            models.Index(
+                fields=["destination", "event"],
+                name="outbox_waiting",
+                condition=Q(delivery__isnull=True),
+            ),
+            models.Index(fields=["delivery"], name="outbox_delivery"),
+        ]
+
+
+class Attempt(models.Model):
+    """One HTTP attempt of a delivery."""
+
+    id = models.BigAutoField(primary_key=True)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    delivery_uuid = models.UUIDField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_kind = models.CharField(max_length=16, choices=ErrorKind.choices, blank=True)
+    error_detail = models.CharField(max_length=500, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    request_headers = models.JSONField(default=dict)
+    ok = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["number"]
+        indexes = [models.Index(fields=["delivery", "number"], name="attempt_delivery")]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of delivery {self.delivery_id}"
