@@ -83,6 +83,7 @@ class Destination(TenantOwnedModel):
     last_outcome_ok = models.BooleanField(null=True)
     failing_since = models.DateTimeField(null=True, blank=True)
     retrying = models.BooleanField(default=False)
+    health_alerted = models.BooleanField(default=False)
 
     # The work queue: when this destination next has something due, and who holds it.
     next_due_at = models.DateTimeField(null=True, blank=True)
@@ -150,7 +151,7 @@ class Destination(TenantOwnedModel):
         if not self.active:
             return Health.PAUSED
         if self.last_attempt_at is None:
-            return Health.NO_EVENTS
+            return Health.NO_EVENTS if self.next_due_at is None else Health.RETRYING
         if self.last_outcome_ok:
             return Health.HEALTHY
         if self.last_status_code in (401, 403):
@@ -212,6 +213,7 @@ class Delivery(TenantOwnedModel):
     )
     event_count = models.PositiveIntegerField(default=0)
     attempt_count = models.PositiveSmallIntegerField(default=0)
+    attempt_limit = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error_kind = models.CharField(max_length=16, choices=ErrorKind.choices, blank=True)
@@ -292,3 +294,30 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of delivery {self.delivery_id}"
+
+
+class ResendJobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+
+
+class ResendJob(TenantOwnedModel):
+    """"Resend all failed" for one destination, run in the background with visible progress."""
+
+    id = models.BigAutoField(primary_key=True)
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(
+        max_length=16, choices=ResendJobState.choices, default=ResendJobState.QUEUED
+    )
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, round(100 * self.done / self.total))

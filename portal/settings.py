@@ -182,7 +182,7 @@ DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo-password-1")
 # The django-q2 worker cluster. The ORM broker by default; Redis when REDIS_URL is set.
 REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER = {
-    "name": "oneprotect",
+    "name": env.str("Q_CLUSTER_NAME", default="oneprotect"),
     "workers": env.int("Q_WORKERS", default=4),
     "timeout": 120,
     "retry": 180,
@@ -191,7 +191,7 @@ Q_CLUSTER = {
     "bulk": 10,
     "poll": 0.1,
     "catch_up": False,
-    "save_limit": 1000,
+    "save_limit": -1,  # successful tasks are not stored; delivery state lives in our tables
     "ack_failures": True,
     "label": "Worker cluster",
 }
@@ -235,3 +235,5 @@ WEBHOOK_LEASE_MARGIN = env.int("WEBHOOK_LEASE_MARGIN", default=15)
 WEBHOOK_SWEEP_INTERVAL = env.float("WEBHOOK_SWEEP_INTERVAL", default=2.0)
 WEBHOOK_TEST_TIMEOUT = env.int("WEBHOOK_TEST_TIMEOUT", default=10)
 WEBHOOK_USER_AGENT = "OneProtect-Webhooks/1.0 (+https://oneprotect.example/docs/webhooks)"
+# Tests that drive the engine by hand turn off queueing of wake-up tasks.
+WEBHOOK_ENQUEUE = env.bool("WEBHOOK_ENQUEUE", default=True)

@@ -10,6 +10,8 @@ from django.test import Client
 from portal.models import Membership, Role, Tenant, User
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
 
+pytest_plugins = ["tests.receiver"]
+
 
 @dataclass
 class TenantSetup:

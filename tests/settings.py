@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "dGVzdC1vbmx5LWZpZWxkLWtleS0wMDAwMDAwMDAwMDA=")
+os.environ.setdefault("Q_CLUSTER_NAME", "oneprotect-test")
 
 from portal.settings import *  # noqa: F403
 

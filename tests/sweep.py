@@ -3,17 +3,32 @@ permission sweep. Objects for URL arguments come from OBJECT_BUILDERS."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.urls import URLPattern, URLResolver, get_resolver
+
+from integrations.catalogue import EventType
+from integrations.services import destination_create
 
 # Namespaces and names that are deliberately open to anonymous users.
 PUBLIC = {"login", "logout", "healthz", "home", "switch_tenant"}
 SKIPPED_NAMESPACES = {"admin", "api", "djdt"}
 
 # kwarg name -> builder(tenant_setup) returning the value for an object in that tenant.
-OBJECT_BUILDERS: dict[str, Callable] = {}
+OBJECT_BUILDERS: dict[str, Callable] = {
+    # Created through the service (no form, so no DNS lookup); the name is unique per call.
+    "destination_id": lambda setup: destination_create(
+        tenant=setup.tenant,
+        actor=setup.admin,
+        data={
+            "name": f"Sweep destination {uuid.uuid4().hex[:8]}",
+            "endpoint_url": "https://hooks.example.com/sweep",
+            "event_types": list(EventType.values),
+        },
+    )[0].pk,
+}
 
 
 @dataclass

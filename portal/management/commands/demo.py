@@ -1,12 +1,16 @@
 """Seed the demo tenants and accounts (idempotent: run it as often as you like)."""
 
+import os
+
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from integrations.catalogue import EventType
 from portal.models import Role, User
 from portal.services import membership_set, tenant_create
 
+DEMO_DESTINATION = "Demo receiver (local)"
 DEMO_USERS = [
     ("admin@acme.test", [("acme", Role.ADMIN)]),
     ("operator@acme.test", [("acme", Role.OPERATOR)]),
@@ -38,4 +42,25 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo data is ready."))
 
     def after_accounts(self, tenants) -> None:
-        """Later parts of the product seed their demo objects here."""
+        """The demo destination: Acme → the local demo receiver (development only)."""
+        url = os.environ.get("DEMO_RECEIVER_URL", "")
+        if not url:
+            return
+        from integrations.models import Destination
+        from integrations.services import destination_create
+        from integrations.url_safety import UnsafeURLError, check_url
+
+        if Destination.objects.filter(tenant=tenants["acme"], name=DEMO_DESTINATION).exists():
+            return
+        try:
+            check_url(url)
+        except UnsafeURLError as error:
+            self.stdout.write(f"Demo destination skipped: {url} is refused ({error}).")
+            return
+        admin = User.objects.get(email="admin@acme.test")
+        destination_create(
+            tenant=tenants["acme"],
+            actor=admin,
+            data={"name": DEMO_DESTINATION, "endpoint_url": url, "timeout_seconds": 5,
+                  "event_types": list(EventType.values), "include_child_tenants": True},
+        )

@@ -1,0 +1,35 @@
+"""Audit entries published as `audit_log` events."""
+
+from __future__ import annotations
+
+import uuid
+
+from integrations.catalogue import EventType, Severity
+
+AUDIT_EVENT_NAMESPACE = uuid.UUID("6f1c6a55-5a4e-4f5b-9a43-0a6f1f7d2b11")
+
+
+def publish_audit_entry(entry) -> None:
+    """Publish in the entry's transaction; the id derives from the entry, so once only."""
+    from integrations.events import event_publish
+
+    event_publish(
+        tenant=entry.tenant,
+        event_type=EventType.AUDIT_LOG,
+        severity=Severity.INFO,
+        event_id=uuid.uuid5(AUDIT_EVENT_NAMESPACE, entry.hash),
+        event_time=entry.created_at,
+        payload={
+            "sequence": entry.sequence,
+            "action": entry.action,
+            "actor": entry.actor_name,
+            "target_type": entry.target_type,
+            "target_id": entry.target_id,
+            "target": entry.target_repr,
+            "before": entry.before,
+            "after": entry.after,
+            "ip": entry.ip,
+            "request_id": entry.request_id,
+            "hash": entry.hash,
+        },
+    )
