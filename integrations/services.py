@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit.services import SECRET_MARK, diff, record
-from integrations import crypto
-from integrations.models import DEFAULT_SIGNATURE_HEADER, Destination, Provider
+from integrations import crypto, engine
+from integrations.engine import describe_failure
+from integrations.explain import Explanation, explain
+from integrations.models import (
+    DEFAULT_SIGNATURE_HEADER,
+    Attempt,
+    Delivery,
+    DeliveryState,
+    Destination,
+    Provider,
+    ResendJob,
+    ResendJobState,
+)
+from integrations.sender import Outcome, get_sender
 from portal.models import Tenant
 
 CONFIG_FIELDS = [
@@ -127,8 +143,6 @@ def destination_set_active(*, destination: Destination, actor, active: bool) -> 
 
 def _resume(destination: Destination) -> None:
     """Make the destination's waiting work due now and wake a worker after commit."""
-    from integrations import engine
-
     engine.mark_due_now(destination.pk)
 
 
@@ -171,3 +185,160 @@ def destination_delete(*, destination: Destination, actor) -> None:
         before=destination_snapshot(destination),
     )
     destination.delete()
+
+
+# Delivery actions -----------------------------------------------------------------------------
+@dataclass
+class TestResult:
+    delivery: Delivery
+    outcome: Outcome
+    explanation: Explanation | None
+
+
+def destination_send_test(*, destination: Destination, actor) -> TestResult:
+    """Send one test event now (one attempt, hard timeout) and record it; not in the stream."""
+    from integrations.signing import event_envelope, prepare, serialize_body
+
+    now = timezone.now()
+    envelope = event_envelope(
+        event_id=uuid.uuid4(),
+        event_type="system.health",
+        event_time=now,
+        severity="info",
+        tenant_slug=destination.tenant.slug,
+        payload={
+            "test": True,
+            "message": "Test event from OneProtect Integrations. You can ignore it.",
+            "destination": destination.name,
+        },
+    )
+    body = serialize_body(destination, [envelope])
+    timeout = min(destination.timeout_seconds, settings.WEBHOOK_TEST_TIMEOUT)
+    outcome = get_sender().send(destination, prepare(destination, body), timeout=timeout)
+    with transaction.atomic():
+        delivery = Delivery.objects.create(
+            tenant_id=destination.tenant_id,
+            destination=destination,
+            is_test=True,
+            state=DeliveryState.DELIVERED if outcome.ok else DeliveryState.FAILED,
+            event_count=1,
+            attempt_count=1,
+            attempt_limit=1,
+            last_status_code=outcome.status_code,
+            last_error_kind=outcome.error_kind,
+            failure_reason="" if outcome.ok else describe_failure(outcome),
+            created_at=now,
+            finished_at=timezone.now(),
+        )
+        Attempt.objects.create(
+            delivery=delivery,
+            number=1,
+            delivery_uuid=outcome.delivery_uuid,
+            started_at=outcome.started_at,
+            duration_ms=outcome.duration_ms,
+            status_code=outcome.status_code,
+            error_kind=outcome.error_kind,
+            error_detail=outcome.detail[:500],
+            response_excerpt=outcome.response_excerpt,
+            request_headers=outcome.request_headers,
+            ok=outcome.ok,
+        )
+        record(
+            tenant=destination.tenant,
+            actor=actor,
+            action="destination.test_sent",
+            target=destination,
+            after={"status_code": outcome.status_code, "ok": outcome.ok,
+                   "error_kind": outcome.error_kind},
+        )
+    return TestResult(
+        delivery,
+        outcome,
+        explain(status_code=outcome.status_code, error_kind=outcome.error_kind, ok=outcome.ok),
+    )
+
+
+class NotResendable(ValueError):
+    pass
+
+
+def _reopen(delivery: Delivery) -> None:
+    delivery.state = DeliveryState.PENDING
+    delivery.attempt_limit = delivery.attempt_count + settings.WEBHOOK_MAX_ATTEMPTS
+    delivery.next_attempt_at = None
+    delivery.finished_at = None
+    delivery.failure_reason = ""
+
+
+@transaction.atomic
+def delivery_resend(*, delivery: Delivery, actor) -> Delivery:
+    """Send a failed delivery again (same events, new attempts), ahead of newer events."""
+    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    if delivery.state != DeliveryState.FAILED or delivery.is_test:
+        raise NotResendable("Only failed deliveries can be resent.")
+    _reopen(delivery)
+    delivery.save()
+    engine.mark_due_now(delivery.destination_id)
+    record(
+        tenant=delivery.tenant,
+        actor=actor,
+        action="delivery.resend",
+        target=delivery,
+        target_repr=f"Delivery {delivery.pk} to {delivery.destination.name}",
+    )
+    return delivery
+
+
+@transaction.atomic
+def destination_resend_all_failed(*, destination: Destination, actor) -> ResendJob:
+    """Queue every failed delivery of the destination again, in the background."""
+    total = Delivery.objects.filter(
+        destination=destination, state=DeliveryState.FAILED, is_test=False
+    ).count()
+    job = ResendJob.objects.create(
+        tenant_id=destination.tenant_id, destination=destination, total=total, created_by=actor
+    )
+    record(
+        tenant=destination.tenant,
+        actor=actor,
+        action="delivery.resend_all",
+        target=destination,
+        after={"failed_deliveries": total},
+    )
+    from integrations.tasks import enqueue_resend_job
+
+    transaction.on_commit(partial(enqueue_resend_job, job.pk))
+    return job
+
+
+def resend_job_run(job_id: int, *, chunk: int = 500) -> ResendJob:
+    """Reopen the job's failed deliveries chunk by chunk, updating its progress."""
+    job = ResendJob.objects.get(pk=job_id)
+    ResendJob.objects.filter(pk=job_id).update(state=ResendJobState.RUNNING)
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Delivery.objects.select_for_update(skip_locked=True)
+                .filter(destination_id=job.destination_id, state=DeliveryState.FAILED,
+                        is_test=False, created_at__lte=job.created_at)
+                .order_by("id")[:chunk]
+            )
+            for delivery in batch:
+                _reopen(delivery)
+            Delivery.objects.bulk_update(
+                batch, ["state", "attempt_limit", "next_attempt_at", "finished_at",
+                        "failure_reason"]
+            )
+            ResendJob.objects.filter(pk=job_id).update(done=F("done") + len(batch))
+            if batch:
+                engine.mark_due_now(job.destination_id)
+        if len(batch) < chunk:
+            break
+    ResendJob.objects.filter(pk=job_id).update(
+        state=ResendJobState.DONE, finished_at=timezone.now()
+    )
+    job.refresh_from_db()
+    if job.done > job.total:
+        ResendJob.objects.filter(pk=job_id).update(total=job.done)
+        job.total = job.done
+    return job

@@ -45,3 +45,15 @@ def sweep_loop() -> int:
 
 def purge_retention() -> int:
     return engine.purge_retention()
+
+
+def enqueue_resend_job(job_id: int) -> None:
+    if not settings.WEBHOOK_ENQUEUE:
+        return
+    async_task("integrations.tasks.run_resend_job", job_id, broker=_get_broker(), save=False)
+
+
+def run_resend_job(job_id: int) -> None:
+    from integrations.services import resend_job_run
+
+    resend_job_run(job_id)

@@ -440,3 +440,53 @@ def test_retention_purges_old_delivered_batches(setup, settings):
     assert not Delivery.objects.exists()
     assert not Attempt.objects.exists()
     assert not Event.objects.filter(event_type="detection.alert").exists()
+
+
+def test_send_test_event_reports_the_outcome_and_is_audited(setup):
+    from audit.models import AuditEntry
+    from integrations.services import destination_send_test
+
+    tenant, destination, receiver = setup
+    receiver.script([(401, {}, "bad api key")])
+    result = destination_send_test(destination=destination, actor=None)
+    assert result.outcome.status_code == 401
+    assert "custom headers" in result.explanation.fix
+    assert result.outcome.response_excerpt == "bad api key"
+    assert result.delivery.is_test and result.delivery.state == DeliveryState.FAILED
+    assert receiver.received[0].signature_ok
+    assert AuditEntry.objects.filter(action="destination.test_sent").exists()
+    ok = destination_send_test(destination=destination, actor=None)
+    assert ok.outcome.ok and ok.explanation is None
+    assert engine.claim_batch(destination.pk) is None  # tests are not part of the stream
+
+
+def test_resend_a_failed_delivery_then_resend_all(setup, settings):
+    from integrations.models import ResendJob
+    from integrations.services import (
+        NotResendable,
+        delivery_resend,
+        destination_resend_all_failed,
+        resend_job_run,
+    )
+
+    tenant, destination, receiver = setup
+    settings.WEBHOOK_BATCH_SIZE = 1
+    receiver.script([400, 400, 400])
+    publish(tenant, 3)
+    engine.drain(destination.pk)
+    failed = list(Delivery.objects.filter(state=DeliveryState.FAILED).order_by("id"))
+    assert len(failed) == 3
+    delivery_resend(delivery=failed[0], actor=None)
+    with pytest.raises(NotResendable):
+        delivery_resend(delivery=Delivery.objects.get(pk=failed[0].pk), actor=None)
+    engine.drain(destination.pk)
+    failed[0].refresh_from_db()
+    assert failed[0].state == DeliveryState.DELIVERED
+    assert failed[0].attempts.count() == 2
+    job = destination_resend_all_failed(destination=destination, actor=None)
+    assert job.total == 2
+    job = resend_job_run(job.pk, chunk=1)
+    assert (job.done, job.state, job.percent) == (2, "done", 100)
+    engine.drain(destination.pk)
+    assert Delivery.objects.filter(state=DeliveryState.DELIVERED).count() == 3
+    assert ResendJob.objects.count() == 1
