@@ -6,4 +6,6 @@ app_name = "audit"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("export.csv", views.export, name="export"),
+    path("verify/", views.verify, name="verify"),
 ]

@@ -1,8 +1,188 @@
-from django.shortcuts import render
+"""The audit page, its CSV export and the integrity check."""
 
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from audit.forms import AuditFilterForm
+from audit.models import AuditEntry
+from audit.services import verify_chain
 from portal.permissions import Capability, require_capability
+
+PAGE_SIZE = 50
+CHANGE_VALUE_LIMIT = 120
+EXPORT_CHUNK = 2000
+CSV_HEADER = (
+    "sequence",
+    "time",
+    "actor",
+    "action",
+    "target_type",
+    "target_id",
+    "target",
+    "before",
+    "after",
+    "ip",
+    "user_agent",
+    "request_id",
+    "prev_hash",
+    "hash",
+)
+# Spreadsheets run cells that start with these as formulas.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass
+class Page:
+    """One page of entries and the ids to page from (None: no page that way)."""
+
+    entries: list[AuditEntry]
+    newer_cursor: int | None = None
+    older_cursor: int | None = None
 
 
 @require_capability(Capability.VIEW_AUDIT)
-def index(request):
-    return render(request, "audit/index.html")
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    """The tenant's audit entries, newest first, filtered and keyset-paginated."""
+    form = AuditFilterForm(request.GET)
+    context: dict[str, Any] = {"form": form, "page": Page([]), "filter_query": ""}
+    if not form.is_valid():
+        return render(request, "audit/index.html", context, status=400)
+    entries = form.apply(AuditEntry.objects.for_tenant(request.tenant))
+    page = _page(entries, before=form.cleaned_data["before"], after=form.cleaned_data["after"])
+    for entry in page.entries:
+        entry.changes = _changes(entry.before, entry.after)
+    context["page"] = page
+    context["filtered"] = form.has_filters()
+    context["paged"] = bool(form.cleaned_data["before"] or form.cleaned_data["after"])
+    context["filter_query"] = urlencode(form.filter_params())
+    return render(request, "audit/index.html", context)
+
+
+@require_capability(Capability.EXPORT_AUDIT)
+@require_GET
+@never_cache
+def export(request: HttpRequest) -> HttpResponse:
+    """Stream the filtered entries as CSV, newest first, without loading them all."""
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        context = {"form": form, "page": Page([]), "filter_query": ""}
+        return render(request, "audit/index.html", context, status=400)
+    entries = form.apply(AuditEntry.objects.for_tenant(request.tenant)).order_by("-id")
+    filename = f"audit-{request.tenant.slug}-{timezone.localdate():%Y%m%d}.csv"
+    return StreamingHttpResponse(
+        _csv_lines(entries),
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@require_capability(Capability.EXPORT_AUDIT, post_only=True)
+def verify(request: HttpRequest) -> HttpResponse:
+    """Recompute the tenant's hash chain and report the outcome on the audit page."""
+    result = verify_chain(request.tenant)
+    if result.ok:
+        messages.success(request, f"Chain intact: {result.checked} entries verified.")
+    else:
+        entry = result.broken_entry
+        when = timezone.localtime(entry.created_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        messages.error(
+            request,
+            f"Entry #{entry.sequence} at {when} ({entry.action}) has been altered or removed: "
+            f"{result.reason}",
+        )
+    return redirect("audit:index")
+
+
+def _page(entries: QuerySet, *, before: int | None, after: int | None) -> Page:
+    """One page by keyset on id: a fixed number of queries however deep the page is."""
+    if after is not None:
+        newer_first = list(entries.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
+        if len(newer_first) > PAGE_SIZE:
+            rows = newer_first[:PAGE_SIZE][::-1]
+            older = _nearest_id(entries.filter(id__lt=rows[-1].id), "-id") is not None
+            return Page(rows, newer_cursor=rows[0].id, older_cursor=rows[-1].id if older else None)
+        # Fewer than a page of newer entries: show the newest page rather than a short one.
+    older_first = entries.filter(id__lt=before) if before is not None else entries
+    rows = list(older_first.order_by("-id")[: PAGE_SIZE + 1])
+    page = Page(rows[:PAGE_SIZE])
+    if len(rows) > PAGE_SIZE:
+        page.older_cursor = page.entries[-1].id
+    if before is not None and _nearest_id(entries.filter(id__gte=before), "id") is not None:
+        page.newer_cursor = page.entries[0].id if page.entries else before - 1
+    return page
+
+
+def _nearest_id(entries: QuerySet, order: str) -> int | None:
+    """The first id in keyset order: unlike exists(), the ORDER BY keeps PostgreSQL on an index."""
+    return entries.order_by(order).values_list("id", flat=True).first()
+
+
+def _changes(before: Any, after: Any) -> list[tuple[str, str | None, str | None]]:
+    """(field, before, after) per recorded field, values shortened; None where absent."""
+    before = before if isinstance(before, dict) else {"value": before}
+    after = after if isinstance(after, dict) else {"value": after}
+    fields = dict.fromkeys([*before, *after])
+    return [(str(field), _short(before, field), _short(after, field)) for field in fields]
+
+
+def _short(values: dict[str, Any], field: str) -> str | None:
+    if field not in values:
+        return None
+    value = values[field]
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= CHANGE_VALUE_LIMIT else text[: CHANGE_VALUE_LIMIT - 1] + "…"
+
+
+class _Echo:
+    """A file-like object whose write hands the line back, for csv.writer over a stream."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_lines(entries: QuerySet) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_HEADER)
+    for entry in entries.iterator(chunk_size=EXPORT_CHUNK):
+        yield writer.writerow([_safe_cell(value) for value in _csv_row(entry)])
+
+
+def _csv_row(entry: AuditEntry) -> list[Any]:
+    return [
+        entry.sequence,
+        entry.created_at.isoformat(),
+        entry.actor_name,
+        entry.action,
+        entry.target_type,
+        entry.target_id,
+        entry.target_repr,
+        json.dumps(entry.before, sort_keys=True, default=str),
+        json.dumps(entry.after, sort_keys=True, default=str),
+        entry.ip or "",
+        entry.user_agent,
+        entry.request_id,
+        entry.prev_hash,
+        entry.hash,
+    ]
+
+
+def _safe_cell(value: Any) -> Any:
+    """Neutralise CSV formula injection: a leading quote makes spreadsheets show text."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value

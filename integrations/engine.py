@@ -289,7 +289,10 @@ def record_outcome(claim: Claim, outcome: Outcome) -> Delivery:
         destination = Destination.objects.select_for_update().get(pk=claim.destination.pk)
         delivery = Delivery.objects.select_for_update().get(pk=claim.delivery.pk)
         _record_attempt(delivery, outcome)
-        if delivery.state != DeliveryState.DELIVERING or destination.lease_owner != claim.lease_owner:
+        if (
+            delivery.state != DeliveryState.DELIVERING
+            or destination.lease_owner != claim.lease_owner
+        ):
             # Our lease ran out and another worker took over: keep the attempt, change nothing.
             return delivery
         now = timezone.now()
@@ -469,8 +472,9 @@ def purge_retention() -> int:
     deleted = 0
     while True:
         ids = list(
-            Delivery.objects.filter(state=DeliveryState.DELIVERED, finished_at__lt=cutoff)
-            .values_list("id", flat=True)[:5000]
+            Delivery.objects.filter(
+                state=DeliveryState.DELIVERED, finished_at__lt=cutoff
+            ).values_list("id", flat=True)[:5000]
         )
         if not ids:
             break

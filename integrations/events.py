@@ -145,9 +145,7 @@ def matching_destinations(tenant: Tenant, event_type: str, severity: str) -> lis
     return [
         d
         for d in candidates
-        if d.matches(
-            event_type=event_type, severity=severity, from_child=d.tenant_id != tenant.pk
-        )
+        if d.matches(event_type=event_type, severity=severity, from_child=d.tenant_id != tenant.pk)
     ]
 
 

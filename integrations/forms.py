@@ -66,7 +66,9 @@ class DestinationForm(forms.Form):
         help_text="Leave blank to generate a strong secret (shown once).",
         error_messages={"min_length": "Use at least 16 characters, or leave blank to generate."},
     )
-    provider = forms.ChoiceField(label="Provider", choices=Provider.choices, initial=Provider.CUSTOM)
+    provider = forms.ChoiceField(
+        label="Provider", choices=Provider.choices, initial=Provider.CUSTOM
+    )
     event_types = forms.MultipleChoiceField(
         label="Events to forward",
         choices=EventType.choices,
@@ -105,8 +107,15 @@ class DestinationForm(forms.Form):
     skip_tls_verify = forms.BooleanField(label="Skip TLS verification", required=False)
     active = forms.BooleanField(label="Active", required=False, initial=True)
 
-    def __init__(self, *args, tenant, instance: Destination | None = None, custom_headers=None,
-                 partial: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        tenant,
+        instance: Destination | None = None,
+        custom_headers=None,
+        partial: bool = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.tenant = tenant
         self.instance = instance

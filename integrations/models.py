@@ -151,7 +151,7 @@ class Destination(TenantOwnedModel):
         if not self.active:
             return Health.PAUSED
         if self.last_attempt_at is None:
-            return Health.NO_EVENTS if self.next_due_at is None else Health.RETRYING
+            return Health.NO_EVENTS
         if self.last_outcome_ok:
             return Health.HEALTHY
         if self.last_status_code in (401, 403):
@@ -207,7 +207,9 @@ class Delivery(TenantOwnedModel):
     """One batch of events to one destination, and where it stands."""
 
     id = models.BigAutoField(primary_key=True)
-    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="deliveries")
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="deliveries"
+    )
     state = models.CharField(
         max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING
     )
@@ -303,7 +305,7 @@ class ResendJobState(models.TextChoices):
 
 
 class ResendJob(TenantOwnedModel):
-    """"Resend all failed" for one destination, run in the background with visible progress."""
+    """ "Resend all failed" for one destination, run in the background with visible progress."""
 
     id = models.BigAutoField(primary_key=True)
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+")

@@ -147,16 +147,15 @@ class Sender:
             )
         except Exception as error:  # every transport failure is recorded, never raised
             kind, detail = _classify_exception(error)
-            return finish(ok=False, transient=kind != ErrorKind.OTHER, error_kind=kind,
-                          detail=detail)
+            return finish(
+                ok=False, transient=kind != ErrorKind.OTHER, error_kind=kind, detail=detail
+            )
         try:
             excerpt = self._read_excerpt(response, deadline=clock + timeout)
         finally:
             response.close()
         ok, transient, kind = classify_status(response.status_code)
-        retry_after = (
-            parse_retry_after(response.headers.get("Retry-After")) if transient else None
-        )
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if transient else None
         detail = ""
         if kind == ErrorKind.REDIRECT:
             detail = f"Redirect to {response.headers.get('Location', '?')[:200]} not followed."

@@ -79,7 +79,7 @@ def destination_create(
         actor=actor,
         action="destination.created",
         target=destination,
-        after={**destination_snapshot(destination), "secret": "set"},
+        after={**destination_snapshot(destination), "secret": SECRET_MARK},
     )
     return destination, generated
 
@@ -100,9 +100,7 @@ def destination_update(*, destination: Destination, actor, data: dict[str, Any])
     if secret_changed:
         changed_before["secret"] = changed_after["secret"] = SECRET_MARK
     if data.get("custom_headers") is not None and data["custom_headers"] != old_headers:
-        changed_before["custom_header_values"] = changed_after["custom_header_values"] = (
-            SECRET_MARK
-        )
+        changed_before["custom_header_values"] = changed_after["custom_header_values"] = SECRET_MARK
     if changed_after:
         record(
             tenant=destination.tenant,
@@ -148,7 +146,11 @@ def _resume(destination: Destination) -> None:
 
 @transaction.atomic
 def destination_rotate_secret(
-    *, destination: Destination, actor, new_secret: str | None = None, overlap_hours: int | None = None
+    *,
+    destination: Destination,
+    actor,
+    new_secret: str | None = None,
+    overlap_hours: int | None = None,
 ) -> tuple[Destination, str | None]:
     """Replace the secret; the previous one keeps signing for the overlap window."""
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
@@ -248,8 +250,11 @@ def destination_send_test(*, destination: Destination, actor) -> TestResult:
             actor=actor,
             action="destination.test_sent",
             target=destination,
-            after={"status_code": outcome.status_code, "ok": outcome.ok,
-                   "error_kind": outcome.error_kind},
+            after={
+                "status_code": outcome.status_code,
+                "ok": outcome.ok,
+                "error_kind": outcome.error_kind,
+            },
         )
     return TestResult(
         delivery,
@@ -319,15 +324,19 @@ def resend_job_run(job_id: int, *, chunk: int = 500) -> ResendJob:
         with transaction.atomic():
             batch = list(
                 Delivery.objects.select_for_update(skip_locked=True)
-                .filter(destination_id=job.destination_id, state=DeliveryState.FAILED,
-                        is_test=False, created_at__lte=job.created_at)
+                .filter(
+                    destination_id=job.destination_id,
+                    state=DeliveryState.FAILED,
+                    is_test=False,
+                    created_at__lte=job.created_at,
+                )
                 .order_by("id")[:chunk]
             )
             for delivery in batch:
                 _reopen(delivery)
             Delivery.objects.bulk_update(
-                batch, ["state", "attempt_limit", "next_attempt_at", "finished_at",
-                        "failure_reason"]
+                batch,
+                ["state", "attempt_limit", "next_attempt_at", "finished_at", "failure_reason"],
             )
             ResendJob.objects.filter(pk=job_id).update(done=F("done") + len(batch))
             if batch:

@@ -79,9 +79,7 @@ def prepare(destination: Destination, body: bytes) -> PreparedRequest:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": settings.WEBHOOK_USER_AGENT,
-        destination.signature_header: signature_value(
-            body, secret, destination.previous_secret()
-        ),
+        destination.signature_header: signature_value(body, secret, destination.previous_secret()),
         TIMESTAMP_HEADER: str(int(time.time())),
         DELIVERY_HEADER: str(delivery_uuid),
     }

@@ -8,7 +8,12 @@ import uuid
 from integrations.catalogue import EventType
 
 NAMES = ["j.doe", "a.smith", "k.lee", "m.ortiz", "r.patel", "s.nguyen", "t.müller", "l.rossi"]
-DOMAINS = ["invoices-example.net", "secure-login-example.com", "deals-example.com", "hr-example.org"]
+DOMAINS = [
+    "invoices-example.net",
+    "secure-login-example.com",
+    "deals-example.com",
+    "hr-example.org",
+]
 SUBJECTS = [
     "Overdue invoice #{n}",
     "Your password expires today",

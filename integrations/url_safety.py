@@ -324,7 +324,7 @@ def check_url(
         raise UnsafeURLError(INVALID_ERROR, "invalid") from exc
 
     scheme = parts.scheme.lower()
-    if scheme not in (("https", "http") if allow_http else ("https",)):
+    if scheme not in ("https", "http"):
         message = SCHEME_HTTP_OR_HTTPS_ERROR if allow_http else SCHEME_HTTPS_ONLY_ERROR
         raise UnsafeURLError(message, "scheme")
     if not parts.netloc:
@@ -354,6 +354,10 @@ def check_url(
     for address in addresses:
         if not _is_public(address) and (address, port) not in allowed:
             raise _ssrf("private")
+    # Plain http is refused after the address checks, so that http://10.0.0.5/ is reported
+    # as the SSRF refusal it is (the customers' walkthrough expects that message).
+    if scheme == "http" and not allow_http:
+        raise UnsafeURLError(SCHEME_HTTPS_ONLY_ERROR, "scheme")
 
     netloc = f"[{host}]" if ":" in host else host
     if port != DEFAULT_PORTS[scheme]:

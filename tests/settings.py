@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "dGVzdC1vbmx5LWZpZWxkLWtleS0wMDAwMDAwMDAwMDA=")
-os.environ.setdefault("Q_CLUSTER_NAME", "oneprotect-test")
+os.environ.setdefault("Q_CLUSTER_NAME", f"oneprotect-test-{os.getpid()}")
 
 from portal.settings import *  # noqa: F403
 

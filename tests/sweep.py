@@ -19,15 +19,17 @@ SKIPPED_NAMESPACES = {"admin", "api", "djdt"}
 # kwarg name -> builder(tenant_setup) returning the value for an object in that tenant.
 OBJECT_BUILDERS: dict[str, Callable] = {
     # Created through the service (no form, so no DNS lookup); the name is unique per call.
-    "destination_id": lambda setup: destination_create(
-        tenant=setup.tenant,
-        actor=setup.admin,
-        data={
-            "name": f"Sweep destination {uuid.uuid4().hex[:8]}",
-            "endpoint_url": "https://hooks.example.com/sweep",
-            "event_types": list(EventType.values),
-        },
-    )[0].pk,
+    "destination_id": lambda setup: (
+        destination_create(
+            tenant=setup.tenant,
+            actor=setup.admin,
+            data={
+                "name": f"Sweep destination {uuid.uuid4().hex[:8]}",
+                "endpoint_url": "https://hooks.example.com/sweep",
+                "event_types": list(EventType.values),
+            },
+        )[0].pk
+    ),
 }
 
 

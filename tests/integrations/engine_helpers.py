@@ -35,9 +35,7 @@ def make_destination(tenant, receiver, **data) -> Destination:
 def advance_retries(destination: Destination) -> None:
     """Make scheduled retries due now (instead of waiting for the clock)."""
     now = timezone.now()
-    Delivery.objects.filter(destination=destination, state="retrying").update(
-        next_attempt_at=now
-    )
+    Delivery.objects.filter(destination=destination, state="retrying").update(next_attempt_at=now)
     Destination.objects.filter(pk=destination.pk, next_due_at__isnull=False).update(
         next_due_at=now, lease_until=None
     )

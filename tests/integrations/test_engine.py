@@ -48,7 +48,9 @@ def publish(tenant, n=1, event_type=EventType.DETECTION_ALERT, severity="high", 
 def setup(tenant_a, receiver, settings):
     allow_receiver(settings, receiver)
     settings.WEBHOOK_RETRY_JITTER = 0
-    destination = make_destination(tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+    destination = make_destination(
+        tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT]
+    )
     return tenant_a.tenant, destination, receiver
 
 
@@ -103,10 +105,12 @@ def test_batches_respect_the_byte_limit(setup, settings):
 def test_publishing_the_same_event_id_twice_stores_it_once(setup):
     tenant, destination, receiver = setup
     event_id = uuid.uuid4()
-    first = event_publish(tenant=tenant, event_type="detection.alert", event_id=event_id,
-                          payload={"a": 1})
-    again = event_publish(tenant=tenant, event_type="detection.alert", event_id=event_id,
-                          payload={"a": 2})
+    first = event_publish(
+        tenant=tenant, event_type="detection.alert", event_id=event_id, payload={"a": 1}
+    )
+    again = event_publish(
+        tenant=tenant, event_type="detection.alert", event_id=event_id, payload={"a": 2}
+    )
     assert first.created and not again.created
     assert again.event.pk == first.event.pk
     assert again.event.payload == {"a": 1}
@@ -298,8 +302,11 @@ def test_send_time_ssrf_guard_refuses_a_rebound_name(tenant_a, settings, monkeyp
     destination, _ = __import__("integrations.services", fromlist=["x"]).destination_create(
         tenant=tenant_a.tenant,
         actor=None,
-        data={"name": "rebind", "endpoint_url": "https://hooks.example.com/hook",
-              "event_types": ["detection.alert"]},
+        data={
+            "name": "rebind",
+            "endpoint_url": "https://hooks.example.com/hook",
+            "event_types": ["detection.alert"],
+        },
     )
     answers["hooks.example.com"] = ["10.0.0.1"]
     connects = []

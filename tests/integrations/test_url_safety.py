@@ -389,20 +389,23 @@ def test_idna_and_ipv6_literal_normalization(resolver: StubResolver) -> None:
     ("url", "expected"),
     [
         ("http://hooks.example.com/", "scheme"),
-        ("http://169.254.169.254/latest/meta-data/", "scheme"),
+        ("http://169.254.169.254/latest/meta-data/", "private"),
+        ("http://10.0.0.5/hook", "private"),
         ("HTTPS://hooks.example.com/", None),
     ],
 )
 def test_http_is_refused_unless_allowed(
     url: str, expected: str | None, resolver: StubResolver
 ) -> None:
+    """A private address is reported as SSRF even over http (the walkthrough's wording)."""
     if expected is None:
         assert check_url(url, allow_http=False, resolver=resolver).scheme == "https"
         return
     with pytest.raises(UnsafeURLError) as excinfo:
         check_url(url, allow_http=False, resolver=resolver)
     assert excinfo.value.code == expected
-    assert str(excinfo.value) == "Use an https:// URL."
+    wanted = "Use an https:// URL." if expected == "scheme" else SSRF_ERROR
+    assert str(excinfo.value) == wanted
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,11 @@ class Command(BaseCommand):
         destination_create(
             tenant=tenants["acme"],
             actor=admin,
-            data={"name": DEMO_DESTINATION, "endpoint_url": url, "timeout_seconds": 5,
-                  "event_types": list(EventType.values), "include_child_tenants": True},
+            data={
+                "name": DEMO_DESTINATION,
+                "endpoint_url": url,
+                "timeout_seconds": 5,
+                "event_types": list(EventType.values),
+                "include_child_tenants": True,
+            },
         )

@@ -1,0 +1,111 @@
+"""Real processes for tests: a worker cluster and manage.py commands against the test DB."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    """The URL of the database pytest-django created, for child processes."""
+    params = connection.settings_dict
+    host = quote(params.get("HOST") or "", safe="")
+    password = f":{quote(params['PASSWORD'], safe='')}" if params.get("PASSWORD") else ""
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    return (
+        f"postgres://{quote(params['USER'] or '', safe='')}{password}@{host}{port}/{params['NAME']}"
+    )
+
+
+def child_env(*, receivers=(), redis_url: str | None = None, **overrides) -> dict[str, str]:
+    """Settings for a child process: the same database, keys and cluster name as the tests."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DATABASE_URL": test_database_url(),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+        "Q_CLUSTER_NAME": settings.Q_CLUSTER["name"],
+        "Q_WORKERS": "2",
+        "WEBHOOK_ALLOW_HTTP": "true",
+        "WEBHOOK_ALLOWED_PRIVATE_TARGETS": ",".join(f"127.0.0.1:{r.port}" for r in receivers),
+        "WEBHOOK_RETRY_SCHEDULE": "1",
+        "WEBHOOK_RETRY_JITTER": "0",
+        "WEBHOOK_SWEEP_INTERVAL": "0.5",
+        "WEBHOOK_LEASE_MARGIN": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def manage(env: dict, *args: str, timeout: float = 120) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def shell(env: dict, code: str, timeout: float = 120) -> str:
+    return manage(env, "shell", "-c", code, timeout=timeout)
+
+
+class Cluster:
+    """`manage.py qcluster` in its own process group, so it can be killed whole."""
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Cluster:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole cluster (master and workers) mid-work."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
