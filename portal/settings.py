@@ -219,8 +219,8 @@ WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
 WEBHOOK_RETRY_SCHEDULE = [
     int(x)
     for x in env.list(
-        "WEBHOOK_RETRY_SCHEDULE", default=["30", "120", "600", "1800", "3600", "7200", "14400",
-                                           "21600", "43200"]
+        "WEBHOOK_RETRY_SCHEDULE",
+        default=["30", "120", "600", "1800", "3600", "7200", "14400", "21600", "43200"],
     )
 ]
 WEBHOOK_RETRY_JITTER = env.float("WEBHOOK_RETRY_JITTER", default=0.2)
