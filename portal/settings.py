@@ -174,6 +174,8 @@ LOGGING = {
         # Our own request line replaces Django's, which would log query strings.
         "django.server": {"handlers": [], "propagate": False},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # django-q2 logs every task at INFO; its warnings and errors are what matter.
+        "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
     },
 }
 

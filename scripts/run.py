@@ -15,6 +15,7 @@ from devdb import ROOT, database_url_or_embedded
 
 PYTHON = sys.executable
 RECEIVER_PORT = 8765
+START_SWEEPER = "from django_q.tasks import async_task; async_task('integrations.tasks.sweep_loop')"
 DEV_ENV = {
     "DEBUG": "true",
     "WEBHOOK_ALLOWED_PRIVATE_TARGETS": f"127.0.0.1:{RECEIVER_PORT}",
@@ -59,7 +60,9 @@ def main() -> int:
     def stop_all(*_):
         raise KeyboardInterrupt
 
+    # Handle both explicitly: a shell may start us with SIGINT ignored.
     signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
     try:
         manage = [PYTHON, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
@@ -75,6 +78,17 @@ def main() -> int:
         for command in plan:
             # Own process group each, so that we end exactly what we started.
             children.append(subprocess.Popen(command, env=env, start_new_session=True))
+        # Start the delivery sweeper now rather than at the schedule's first tick.
+        subprocess.run(
+            [
+                *manage,
+                "shell",
+                "-c",
+                START_SWEEPER,
+            ],
+            env=env,
+            check=False,
+        )
         print(banner(), flush=True)
         while True:
             for child in children:
