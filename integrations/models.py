@@ -234,6 +234,8 @@ class Delivery(TenantOwnedModel):
                 condition=Q(state__in=["pending", "delivering", "retrying"]),
             ),
             models.Index(fields=["tenant", "-created_at"], name="delivery_tenant_time"),
+            models.Index(fields=["destination", "finished_at"], name="delivery_dest_finished"),
+            models.Index(fields=["destination", "created_at"], name="delivery_dest_created"),
         ]
         verbose_name_plural = "deliveries"
 

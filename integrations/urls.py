@@ -6,6 +6,7 @@ app_name = "integrations"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("live/", views.live_fragment, name="live"),
     path("destinations/create/", views.destination_create_view, name="destination_create"),
     path(
         "destinations/<uuid:destination_id>/",
@@ -37,4 +38,31 @@ urlpatterns = [
         views.destination_delete_view,
         name="destination_delete",
     ),
+    path(
+        "destinations/<uuid:destination_id>/deliveries/",
+        views.destination_deliveries_fragment,
+        name="destination_deliveries",
+    ),
+    path(
+        "destinations/<uuid:destination_id>/send-test/",
+        views.destination_send_test_view,
+        name="destination_send_test",
+    ),
+    path(
+        "destinations/<uuid:destination_id>/resend-failed/",
+        views.destination_resend_failed_view,
+        name="destination_resend_failed",
+    ),
+    path(
+        "destinations/<uuid:destination_id>/verify-signature/",
+        views.destination_verify_signature,
+        name="destination_verify_signature",
+    ),
+    path("deliveries/<int:delivery_id>/", views.delivery_detail, name="delivery_detail"),
+    path(
+        "deliveries/<int:delivery_id>/resend/",
+        views.delivery_resend_view,
+        name="delivery_resend",
+    ),
+    path("resend-jobs/<int:job_id>/", views.resend_job_status, name="resend_job_status"),
 ]

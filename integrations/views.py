@@ -1,27 +1,56 @@
-"""Portal pages for destinations: the Integrations page, a destination's page and its actions.
+"""Portal pages for destinations and deliveries: the Integrations page (delivery health, the
+Create destination card, the Destinations list), a destination's page with its deliveries, a
+delivery's page with its events and attempts, and the admin actions.
 
 Views stay thin: find the object within the current tenant, validate a form, call a service.
 A generated secret is shown once, in the response to the POST that created it: it is never put
-in the session, the messages framework or a URL.
+in the session, the messages framework or a URL. Fragment views serve htmx polling: they render
+the same templates as the pages, only the part that refreshes.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
 
+from django import forms
+from django.conf import settings
 from django.contrib import messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 
+from integrations import health, verification
 from integrations.catalogue import EventType
+from integrations.explain import Explanation, explain
 from integrations.forms import DestinationForm, RotateSecretForm, custom_headers_from_post
-from integrations.models import Destination, Health
+from integrations.models import (
+    Attempt,
+    Delivery,
+    DeliveryEvent,
+    DeliveryState,
+    Destination,
+    Health,
+    ResendJob,
+    ResendJobState,
+)
 from integrations.services import (
+    NotResendable,
+    TestResult,
+    delivery_resend,
     destination_create,
     destination_delete,
+    destination_resend_all_failed,
     destination_rotate_secret,
+    destination_send_test,
     destination_set_active,
     destination_update,
 )
@@ -49,6 +78,197 @@ class HeaderRow:
 
     name: str
     stored: bool = False
+
+
+PAGE_SIZE = 25
+EVENTS_SHOWN = 100
+ATTEMPTS_SHOWN = 100
+PAYLOAD_SHOWN_CHARS = 64 * 1024
+RESEND_JOB_SHOWN_FOR = timedelta(minutes=10)
+MAX_ID = 2**63 - 1  # delivery ids are bigint: a larger cursor would make PostgreSQL raise
+STATE_FILTERS: dict[str, tuple[str, ...]] = {
+    "delivered": (DeliveryState.DELIVERED,),
+    "retrying": (DeliveryState.RETRYING,),
+    "failed": (DeliveryState.FAILED,),
+    "pending": (DeliveryState.PENDING, DeliveryState.DELIVERING),
+}
+STATE_CHOICES = [
+    ("", "All"),
+    ("delivered", "Delivered"),
+    ("retrying", "Retrying"),
+    ("failed", "Failed"),
+    ("pending", "Pending"),  # waiting for its turn or being sent
+]
+FILTER_FIELDS = ("state", "from", "to")
+
+
+# Forms ------------------------------------------------------------------------------------------
+def _time_field(label: str, example: str) -> forms.DateTimeField:
+    return forms.DateTimeField(
+        required=False,
+        label=label,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        error_messages={"invalid": f"Enter the {example} as YYYY-MM-DD HH:MM."},
+    )
+
+
+class DeliveryFilterForm(forms.Form):
+    """State and time-range filters of a destination's deliveries, plus the keyset cursor."""
+
+    # Offered as links (state tabs) above the list; the time form carries it as a hidden field.
+    state = forms.ChoiceField(
+        required=False,
+        choices=STATE_CHOICES,
+        widget=forms.HiddenInput,
+        error_messages={"invalid_choice": "Choose one of the states shown."},
+    )
+    before = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        label="Page cursor (before)",
+        widget=forms.HiddenInput,
+    )
+    after = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_ID,
+        label="Page cursor (after)",
+        widget=forms.HiddenInput,
+    )
+    field_names = ("state", "from", "to", "before", "after")
+
+    def __init__(self, data: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        # PostgreSQL text cannot hold NUL: refuse it, without echoing it back into the page.
+        self.fields_with_nul: list[str] = []
+        if data is not None:
+            values = {name: data[name] for name in self.field_names if name in data}
+            for name, value in values.items():
+                if "\x00" in value:
+                    self.fields_with_nul.append(name)
+                    values[name] = value.replace("\x00", "")
+            data = values
+        super().__init__(data, **kwargs)
+        # "from" is a Python keyword, so these two are added by name rather than declared.
+        self.fields["from"] = _time_field("From", "start")
+        self.fields["to"] = _time_field("To", "end")
+        self.order_fields(self.field_names)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        for name in self.fields_with_nul:
+            if not self.has_error(name):
+                self.add_error(name, "Null characters are not allowed.")
+        start, end = data.get("from"), data.get("to")
+        if start and end and start > end:
+            self.add_error("to", "The end is before the start.")
+        if data.get("before") is not None and data.get("after") is not None:
+            raise forms.ValidationError("Page with either “before” or “after”, not both.")
+        return data
+
+    def has_filters(self) -> bool:
+        return any(self.cleaned_data.get(name) for name in FILTER_FIELDS)
+
+    def state_tabs(self) -> list[dict[str, Any]]:
+        """A link per state, keeping the time range; the current one is marked."""
+        params = self.filter_params() if self.is_valid() else {}
+        current = params.pop("state", "")
+        tabs = []
+        for value, label in STATE_CHOICES:
+            query = urlencode({"state": value, **params} if value else params)
+            tabs.append({"label": label, "query": query, "current": value == current})
+        return tabs
+
+    def filter_params(self) -> dict[str, str]:
+        """The active filters as query parameters, for pager and live-refresh links."""
+        params = {}
+        for name in FILTER_FIELDS:
+            value = self.cleaned_data.get(name)
+            if isinstance(value, datetime):
+                # As typed (and valid): a date alone must keep meaning the whole day.
+                value = self.data[name].strip()
+            if value:
+                params[name] = value
+        return params
+
+    def apply(self, deliveries: QuerySet) -> QuerySet:
+        data = self.cleaned_data
+        if data.get("state"):
+            deliveries = deliveries.filter(state__in=STATE_FILTERS[data["state"]])
+        if data.get("from"):
+            deliveries = deliveries.filter(created_at__gte=data["from"])
+        if data.get("to"):
+            end = self._exclusive_end(data["to"])
+            if end is not None:
+                deliveries = deliveries.filter(created_at__lt=end)
+        return deliveries
+
+    def _exclusive_end(self, end: datetime) -> datetime | None:
+        """The end is inclusive: a date alone means the whole day, a minute the whole minute.
+        None when that runs past the last representable time (no upper bound then)."""
+        try:
+            if len(self.data.get("to", "").strip()) <= len("YYYY-MM-DD"):
+                return end + timedelta(days=1)
+            if end.second == 0 and end.microsecond == 0:
+                return end + timedelta(minutes=1)
+        except OverflowError:
+            return None
+        return end
+
+
+class SignatureCheckForm(forms.Form):
+    """A received body and signature header value to verify with the destination's secrets."""
+
+    body = forms.CharField(
+        label="Request body, exactly as received",
+        strip=False,  # a trailing newline is part of what was signed
+        widget=forms.Textarea(
+            attrs={
+                "rows": 6,
+                "spellcheck": "false",
+                "autocomplete": "off",
+                "maxlength": verification.MAX_BODY_BYTES,
+            }
+        ),
+    )
+    signature = forms.CharField(
+        label="Signature header value",
+        max_length=verification.MAX_SIGNATURE_CHARS,
+        widget=forms.TextInput(
+            attrs={"placeholder": "sha256=…", "spellcheck": "false", "autocomplete": "off"}
+        ),
+    )
+
+
+# Page data --------------------------------------------------------------------------------------
+@dataclass
+class DeliveryPage:
+    """One page of deliveries and the ids to page from (None: no page that way)."""
+
+    rows: list[Delivery]
+    newer_cursor: int | None = None
+    older_cursor: int | None = None
+
+    @property
+    def is_newest(self) -> bool:
+        return self.newer_cursor is None
+
+
+@dataclass
+class ShownEvent:
+    event_id: str
+    event_type: str
+    severity: str
+    event_time: datetime
+    payload: str
+    truncated: bool
+
+
+@dataclass
+class ShownAttempt:
+    attempt: Attempt
+    explanation: Explanation | None
+    headers: list[tuple[str, str]]
 
 
 # Helpers --------------------------------------------------------------------------------------
@@ -103,9 +323,9 @@ def _health_summary(destinations: list[Destination]) -> list[dict]:
     order = {value: rank for rank, value in enumerate(Health.values)}
     summary: dict[str, dict] = {}
     for destination in destinations:
-        health = str(destination.health)
+        value = str(destination.health)
         entry = summary.setdefault(
-            health, {"health": health, "label": destination.health_label, "count": 0}
+            value, {"health": value, "label": destination.health_label, "count": 0}
         )
         entry["count"] += 1
     return sorted(summary.values(), key=lambda entry: order.get(entry["health"], 0))
@@ -130,8 +350,9 @@ def _render_index(
         form = _destination_form(request)
     destinations = list(Destination.objects.for_tenant(request.tenant).order_by("name"))
     context = {
+        **_health_context(request, destinations),
         "destinations": destinations,
-        "health_summary": _health_summary(destinations),
+        "egress_ips": list(settings.WEBHOOK_EGRESS_IPS),
         "form": form,
         "header_rows": header_rows or [],
         "more_open": form is not None and bool(set(form.errors) - {"name", "endpoint_url"}),
@@ -144,6 +365,102 @@ def _render_index(
     return _no_store(response) if generated_secret else response
 
 
+def _health_context(request: HttpRequest, destinations: list[Destination]) -> dict[str, Any]:
+    """The live part of the Integrations page: a fixed number of queries (integrations.health)."""
+    now = timezone.now()
+    recent = health.recent_deliveries(request.tenant)
+    for delivery in recent:
+        delivery.relative = health.relative_time(delivery.created_at, now)
+    return {
+        "health_summary": _health_summary(destinations),
+        "health_cards": health.destinations_health(destinations, now=now),
+        "disabled_destinations": [
+            {"destination": d, "reason": d.disabled_reason.rstrip(". ") or "no successful delivery"}
+            for d in destinations
+            if d.disabled_at is not None
+        ],
+        "recent_deliveries": recent,
+    }
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _get_delivery(request: HttpRequest, delivery_id) -> Delivery:
+    """The current tenant's delivery with its destination, or 404."""
+    return get_object_or_404(
+        Delivery.objects.for_tenant(request.tenant).select_related("destination"), pk=delivery_id
+    )
+
+
+def _redirect_back(request: HttpRequest, default: str, **kwargs) -> HttpResponse:
+    """Back to the page the form was on (a local `next`), else to the default page."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
+    return redirect(default, **kwargs)
+
+
+def _deliveries_page(
+    deliveries: QuerySet, *, before: int | None, after: int | None
+) -> DeliveryPage:
+    """One page by keyset on id (no OFFSET, no COUNT): at most two queries however deep."""
+    if after is not None:
+        newer_first = list(deliveries.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
+        if len(newer_first) > PAGE_SIZE:
+            rows = newer_first[:PAGE_SIZE][::-1]
+            older = _nearest_id(deliveries.filter(id__lt=rows[-1].id), "-id") is not None
+            return DeliveryPage(
+                rows, newer_cursor=rows[0].id, older_cursor=rows[-1].id if older else None
+            )
+        # Fewer than a page of newer deliveries: show the newest page rather than a short one.
+    older_first = deliveries.filter(id__lt=before) if before is not None else deliveries
+    rows = list(older_first.order_by("-id")[: PAGE_SIZE + 1])
+    page = DeliveryPage(rows[:PAGE_SIZE])
+    if len(rows) > PAGE_SIZE:
+        page.older_cursor = page.rows[-1].id
+    if before is not None and _nearest_id(deliveries.filter(id__gte=before), "id") is not None:
+        page.newer_cursor = page.rows[0].id if page.rows else before - 1
+    return page
+
+
+def _nearest_id(deliveries: QuerySet, order: str) -> int | None:
+    """The first id in keyset order: unlike exists(), the ORDER BY keeps PostgreSQL on an index."""
+    return deliveries.order_by(order).values_list("id", flat=True).first()
+
+
+def _deliveries_context(request: HttpRequest, destination: Destination) -> dict[str, Any]:
+    """The Deliveries list of the destination page, filtered from the query string."""
+    form = DeliveryFilterForm(request.GET)
+    context: dict[str, Any] = {"filter_form": form, "page": DeliveryPage([]), "filter_query": ""}
+    if not form.is_valid():
+        return context
+    deliveries = form.apply(Delivery.objects.filter(destination=destination))
+    page = _deliveries_page(
+        deliveries, before=form.cleaned_data["before"], after=form.cleaned_data["after"]
+    )
+    context.update(
+        page=page,
+        filtered=form.has_filters(),
+        paged=form.cleaned_data["before"] is not None or form.cleaned_data["after"] is not None,
+        filter_query=urlencode(form.filter_params()),
+    )
+    return context
+
+
+def _latest_resend_job(destination: Destination) -> ResendJob | None:
+    """The destination's resend job while it runs, and for a while after it finished."""
+    job = ResendJob.objects.filter(destination=destination).order_by("-id").first()
+    if job is None or job.state != ResendJobState.DONE:
+        return job
+    if job.finished_at and timezone.now() - job.finished_at < RESEND_JOB_SHOWN_FOR:
+        return job
+    return None
+
+
 def _render_detail(
     request: HttpRequest,
     destination: Destination,
@@ -151,6 +468,9 @@ def _render_detail(
     rotate_form: RotateSecretForm | None = None,
     generated_secret: str | None = None,
     delete_error: str = "",
+    test_result: TestResult | None = None,
+    signature_form: SignatureCheckForm | None = None,
+    signature_check: verification.SignatureCheck | None = None,
     status: int = 200,
 ) -> HttpResponse:
     can_manage = _can_manage(request)
@@ -165,6 +485,15 @@ def _render_detail(
     ):
         previous_secret_until = destination.previous_secret_expires_at
     labels = dict(EventType.choices)
+    deliveries = _deliveries_context(request, destination)
+    if deliveries["filter_form"].errors and status == 200:
+        status = 400
+    has_failed = (
+        can_manage
+        and Delivery.objects.filter(
+            destination=destination, state=DeliveryState.FAILED, is_test=False
+        ).exists()
+    )
     context = {
         "destination": destination,
         "event_type_labels": [labels.get(value, value) for value in destination.event_types],
@@ -174,9 +503,18 @@ def _render_detail(
         "rotate_form": rotate_form if can_manage else None,
         "generated_secret": generated_secret,
         "delete_error": delete_error,
+        **deliveries,
+        "has_failed": has_failed,
+        "resend_job": _latest_resend_job(destination),
+        "test_result": test_result,
+        "signature_form": signature_form or SignatureCheckForm(),
+        "signature_check": signature_check,
+        "sent_headers": verification.sent_headers(destination),
+        "snippets": verification.receiver_snippets(destination),
     }
     response = render(request, "integrations/destination_detail.html", context, status=status)
-    return _no_store(response) if generated_secret else response
+    # A pasted body is the customer's data: keep it out of caches like a secret.
+    return _no_store(response) if generated_secret or signature_form else response
 
 
 # Pages ----------------------------------------------------------------------------------------
@@ -184,6 +522,15 @@ def _render_detail(
 def index(request: HttpRequest) -> HttpResponse:
     """Delivery health, the Create destination card (admins) and the Destinations list."""
     return _render_index(request)
+
+
+@require_capability(Capability.VIEW_INTEGRATIONS)
+def live_fragment(request: HttpRequest) -> HttpResponse:
+    """The live part of the Integrations page (health, banners, recent deliveries), for polling;
+    it never touches the Create destination card, so what a user typed there survives."""
+    destinations = list(Destination.objects.for_tenant(request.tenant).order_by("name"))
+    context = {**_health_context(request, destinations), "oob": True}
+    return render(request, "integrations/_health.html", context)
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
@@ -209,8 +556,18 @@ def destination_create_view(request: HttpRequest) -> HttpResponse:
 
 @require_capability(Capability.VIEW_DELIVERIES)
 def destination_detail(request: HttpRequest, destination_id) -> HttpResponse:
-    """A destination's configuration (secrets never shown) and, for admins, its actions."""
+    """A destination's configuration (secrets never shown), its deliveries, the receiver guide
+    and the signature check; for admins, its actions."""
     return _render_detail(request, _get_destination(request, destination_id))
+
+
+@require_capability(Capability.VIEW_DELIVERIES)
+def destination_deliveries_fragment(request: HttpRequest, destination_id) -> HttpResponse:
+    """The Deliveries list alone, with the page's filters, for live refresh of the first page."""
+    destination = _get_destination(request, destination_id)
+    context = {"destination": destination, **_deliveries_context(request, destination)}
+    status = 400 if context["filter_form"].errors else 200
+    return render(request, "integrations/_delivery_list.html", context, status=status)
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS)
@@ -287,3 +644,130 @@ def destination_delete_view(request: HttpRequest, destination_id) -> HttpRespons
     destination_delete(destination=destination, actor=request.user)
     messages.success(request, "Destination deleted.")
     return redirect("integrations:index")
+
+
+# Delivery actions and pages --------------------------------------------------------------------
+@require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
+def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResponse:
+    """Send one test event now and show the outcome in place: status, latency, response, fix."""
+    destination = _get_destination(request, destination_id)
+    result = destination_send_test(destination=destination, actor=request.user)
+    if _is_htmx(request):
+        context = {"destination": destination, "test_result": result}
+        response = render(request, "integrations/_test_result.html", context)
+        response["HX-Trigger"] = "deliveries-changed"  # the list shows the test delivery now
+        return response
+    return _render_detail(request, destination, test_result=result)
+
+
+@require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
+def destination_resend_failed_view(request: HttpRequest, destination_id) -> HttpResponse:
+    """Queue every failed delivery again in the background; the page shows the progress."""
+    destination = _get_destination(request, destination_id)
+    job = destination_resend_all_failed(destination=destination, actor=request.user)
+    if job.total:
+        messages.success(
+            request, f"Resending {job.total} failed deliver{'y' if job.total == 1 else 'ies'}."
+        )
+    else:
+        messages.info(request, "There are no failed deliveries to resend.")
+    url = reverse("integrations:destination_detail", kwargs={"destination_id": destination.pk})
+    return redirect(f"{url}#resend-job")
+
+
+@require_capability(Capability.VIEW_DELIVERIES, post_only=True)
+def destination_verify_signature(request: HttpRequest, destination_id) -> HttpResponse:
+    """Check a pasted body and signature against the destination's secrets. It only computes:
+    no state changes, and the secret is never shown (POST because a body can be 1 MiB)."""
+    destination = _get_destination(request, destination_id)
+    form = SignatureCheckForm(request.POST)
+    check = None
+    if form.is_valid():
+        try:
+            check = verification.check_signature(
+                destination=destination,
+                body=form.cleaned_data["body"],
+                signature=form.cleaned_data["signature"],
+            )
+        except verification.SignatureInputError as error:
+            form.add_error(error.field, str(error))
+    status = 200 if check is not None else 400
+    if _is_htmx(request):
+        context = {"destination": destination, "signature_form": form, "signature_check": check}
+        response = render(request, "integrations/_signature_check.html", context, status=status)
+        return _no_store(response)
+    return _render_detail(
+        request, destination, signature_form=form, signature_check=check, status=status
+    )
+
+
+@require_capability(Capability.VIEW_DELIVERIES)
+def resend_job_status(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The progress of a "Resend all failed" job, polled by the destination page."""
+    job = get_object_or_404(ResendJob.objects.for_tenant(request.tenant), pk=job_id)
+    return render(request, "integrations/_resend_job.html", {"job": job})
+
+
+@require_capability(Capability.VIEW_DELIVERIES)
+def delivery_detail(request: HttpRequest, delivery_id: int) -> HttpResponse:
+    """A delivery: its events (payloads escaped) and every attempt with what to do about it."""
+    delivery = _get_delivery(request, delivery_id)
+    items = (
+        DeliveryEvent.objects.filter(delivery=delivery)
+        .select_related("event")
+        .order_by("event_id")[:EVENTS_SHOWN]
+    )
+    events = [_shown_event(item.event) for item in items]
+    attempts = [
+        ShownAttempt(
+            attempt,
+            explain(status_code=attempt.status_code, error_kind=attempt.error_kind, ok=attempt.ok),
+            sorted((str(k), str(v)) for k, v in (attempt.request_headers or {}).items()),
+        )
+        for attempt in delivery.attempts.order_by("number")[:ATTEMPTS_SHOWN]
+    ]
+    context = {
+        "delivery": delivery,
+        "destination": delivery.destination,
+        "events": events,
+        "events_capped": delivery.event_count > len(events) and not delivery.is_test,
+        "attempts": attempts,
+        "attempts_capped": len(attempts) == ATTEMPTS_SHOWN
+        and delivery.attempt_count > ATTEMPTS_SHOWN,
+        "last_explanation": explain(
+            status_code=delivery.last_status_code, error_kind=delivery.last_error_kind
+        )
+        if delivery.state in (DeliveryState.RETRYING, DeliveryState.FAILED)
+        else None,
+        "resendable": delivery.state == DeliveryState.FAILED and not delivery.is_test,
+        "events_shown": EVENTS_SHOWN,
+        "attempts_shown": ATTEMPTS_SHOWN,
+    }
+    return render(request, "integrations/delivery_detail.html", context)
+
+
+@require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
+def delivery_resend_view(request: HttpRequest, delivery_id: int) -> HttpResponse:
+    """Send a failed delivery again (same events, new attempts), ahead of newer events."""
+    delivery = _get_delivery(request, delivery_id)
+    try:
+        delivery_resend(delivery=delivery, actor=request.user)
+    except NotResendable as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Delivery {delivery.pk} will be sent again.")
+    return _redirect_back(request, "integrations:delivery_detail", delivery_id=delivery.pk)
+
+
+def _shown_event(event) -> ShownEvent:
+    """An event for display: its payload pretty-printed (escaped by the template), bounded."""
+    text = json.dumps(event.payload, indent=2, ensure_ascii=False)
+    truncated = len(text) > PAYLOAD_SHOWN_CHARS
+    return ShownEvent(
+        event_id=str(event.event_id),
+        event_type=event.event_type,
+        severity=event.severity,
+        event_time=event.event_time,
+        payload=text[:PAYLOAD_SHOWN_CHARS] if truncated else text,
+        truncated=truncated,
+    )

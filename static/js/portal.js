@@ -25,3 +25,17 @@ document.addEventListener("submit", (event) => {
   const message = event.target.dataset.confirm;
   if (message && !window.confirm(message)) event.preventDefault();
 });
+// htmx: show a form's 400 answer (its errors, in place) instead of dropping it; and when a
+// poll finds the session gone (the response is the sign-in page), reload instead of swapping
+// the sign-in form into the page.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const xhr = event.detail.xhr;
+  if (xhr.status === 400) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+  if (xhr.responseURL && new URL(xhr.responseURL).pathname.startsWith("/login/")) {
+    event.detail.shouldSwap = false;
+    window.location.reload();
+  }
+});

@@ -164,7 +164,9 @@ def test_operator_and_auditor_see_no_create_card_and_no_actions(role, tenant_a, 
     assert response.status_code == 200
     main = main_html(response)
     assert "Create destination" not in main
-    assert "<form" not in main and "<button" not in main
+    assert "<form" not in main
+    # Copy buttons (egress IPs, when configured) are the only buttons: nothing changes data.
+    assert set(re.findall(r"<button[^>]*>([^<]*)</button>", main)) <= {"Copy"}
     assert ">Destinations</h2>" in main
     assert "Existing hook" in main
 
@@ -579,7 +581,12 @@ def test_a_paused_destination_offers_activate(tenant_a, client_for):
 def test_operator_and_auditor_see_no_action_buttons_or_forms(role, tenant_a, client_for):
     destination = make_destination(tenant_a)
     html = main_html(client_for(tenant_a.user(role)).get(url("destination_detail", destination)))
-    assert "<form" not in html and "<button" not in html
+    # Read-only tools are for everyone: the deliveries filter (GET), the signature check (a POST
+    # that only computes) and copy buttons. Nothing that changes data is offered.
+    post_actions = re.findall(r'<form method="post" action="([^"]+)"', html)
+    assert post_actions == [url("destination_verify_signature", destination)]
+    buttons = re.findall(r"<button[^>]*>([^<]*)</button>", html)
+    assert set(buttons) <= {"Filter", "Check signature", "Copy"}, buttons
     assert ">Edit</a>" not in html
     assert "Rotate secret" not in html and "Delete destination" not in html
 

@@ -1,0 +1,312 @@
+"""Helping receivers verify our signatures: the exact headers a destination sends, code to check
+them, and a checker that says why a pasted body does not verify.
+
+The checker is an oracle for "does this body verify with this destination's secret" only; the
+secret itself is never shown, logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from integrations.models import Destination, Provider
+from integrations.signing import DELIVERY_HEADER, TIMESTAMP_HEADER, sign
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_SIGNATURE_CHARS = 4096
+SIGNATURE_RE = re.compile(r"sha256=([0-9a-fA-F]{64})(?![0-9a-fA-F])")
+
+CURRENT = "current"
+PREVIOUS = "previous"
+
+REVERIFY_RAW = "Verify the raw bytes exactly as received, before any parsing or decoding."
+CAUSE_RESERIALIZED = (
+    "Your code re-serialized the JSON before verifying (parsed it and wrote it out again, "
+    "which changes spaces, key order or escapes): verify the raw bytes."
+)
+CAUSE_NEWLINE_ADDED = "A trailing newline was added to the body. " + REVERIFY_RAW
+CAUSE_NEWLINE_REMOVED = "A trailing newline was removed from the body. " + REVERIFY_RAW
+CAUSE_LINE_ENDINGS = "Line endings were converted (LF ↔ CRLF). " + REVERIFY_RAW
+CAUSE_MISMATCH = (
+    "If the body is exactly what you received, your receiver uses a different secret than "
+    "this destination's current (or, during a rotation overlap, previous) secret, or the "
+    "signature belongs to another request."
+)
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The checker's answer: which secret verified (if any) and the likely cause if none."""
+
+    verified_with: str | None  # CURRENT, PREVIOUS or None
+    cause: str = ""
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.verified_with is not None
+
+    @property
+    def message(self) -> str:
+        if self.verified_with == CURRENT:
+            return "Verified with the current secret"
+        if self.verified_with == PREVIOUS:
+            return "Verified with the previous secret (rotation overlap)"
+        return "Does not verify"
+
+
+class SignatureInputError(ValueError):
+    """The pasted input cannot be checked (too large, empty, not a signature value)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse_signatures(value: str) -> list[str]:
+    """The lower-case hex digests of every `sha256=<hex>` in a header value (or a pasted line)."""
+    return [digest.lower() for digest in SIGNATURE_RE.findall(value)]
+
+
+def check_signature(*, destination: Destination, body: str, signature: str) -> SignatureCheck:
+    """Verify a pasted body against the destination's current and previous secret; if neither
+    verifies, find the usual cause by trying the changes receivers' code tends to make."""
+    if len(signature) > MAX_SIGNATURE_CHARS:
+        raise SignatureInputError(
+            "signature", "The signature value is too long: paste the header's value."
+        )
+    digests = parse_signatures(signature)
+    if not digests:
+        raise SignatureInputError(
+            "signature",
+            "Paste the signature header's value: sha256=<64 hex digits> (two, comma separated, "
+            "during a rotation overlap).",
+        )
+    # Browsers submit a textarea's line breaks as CRLF; we never send CR, so compare as LF.
+    text = body.replace("\r\n", "\n")
+    raw = text.encode("utf-8")
+    if len(raw) > MAX_BODY_BYTES:
+        raise SignatureInputError(
+            "body", "The body is larger than 1 MiB, the most a delivery carries."
+        )
+    if not raw:
+        raise SignatureInputError("body", "Paste the request body you received.")
+    secrets = [(CURRENT, destination.secret())]
+    previous = destination.previous_secret()
+    if previous:
+        secrets.append((PREVIOUS, previous))
+    verify = _verifier(digests, secrets)
+
+    verified_with = verify(raw)
+    if verified_with:
+        note = ""
+        if "\n" in text:
+            note = (
+                "Line breaks were compared as LF, as we send them. If your code sees CRLF, "
+                "something converted the line endings: verify the raw bytes."
+            )
+        return SignatureCheck(verified_with, note=note)
+    for cause, candidates in _likely_changes(text):
+        for candidate in candidates:
+            verified_with = verify(candidate)
+            if verified_with:
+                return SignatureCheck(None, cause=cause, note=_secret_note(verified_with))
+    return SignatureCheck(None, cause=CAUSE_MISMATCH)
+
+
+def _verifier(digests: list[str], secrets: list[tuple[str, str]]) -> Callable:
+    def verify(candidate: bytes) -> str | None:
+        """Which secret signs the candidate, comparing every digest in constant time."""
+        for name, secret in secrets:
+            expected = sign(candidate, secret).removeprefix("sha256=").encode()
+            matched = False
+            for digest in digests:
+                matched = hmac.compare_digest(digest.encode(), expected) or matched
+            if matched:
+                return name
+        return None
+
+    return verify
+
+
+def _secret_note(verified_with: str) -> str:
+    which = "current" if verified_with == CURRENT else "previous (rotation overlap)"
+    return f"With that change undone, the body verifies with the {which} secret."
+
+
+def _likely_changes(text: str) -> Iterator[tuple[str, list[bytes]]]:
+    """(cause, bodies as we may have sent them) for the usual ways a body gets changed."""
+    stripped = text.rstrip("\n")
+    if stripped != text:
+        yield CAUSE_NEWLINE_ADDED, [stripped.encode()]
+    yield CAUSE_NEWLINE_REMOVED, [(text + "\n").encode()]
+    if "\n" in text:
+        yield CAUSE_LINE_ENDINGS, [text.replace("\n", "\r\n").encode()]
+    yield CAUSE_RESERIALIZED, list(_reserializations(text))
+
+
+def _reserializations(text: str) -> Iterator[bytes]:
+    """The JSON written out the ways common libraries do: ours first (compact, as sent)."""
+    documents = _parse_json(text)
+    if documents is None:
+        return
+    seen: set[bytes] = set()
+    for separators in ((",", ":"), (", ", ": ")):
+        for sort_keys in (False, True):
+            for ensure_ascii in (False, True):
+                candidate = "\n".join(
+                    json.dumps(
+                        document,
+                        separators=separators,
+                        sort_keys=sort_keys,
+                        ensure_ascii=ensure_ascii,
+                    )
+                    for document in documents
+                ).encode()
+                if candidate not in seen:
+                    seen.add(candidate)
+                    yield candidate
+
+
+def _parse_json(text: str) -> list | None:
+    """One JSON document, or one per line (Splunk HEC bodies); None when it is not JSON."""
+    try:
+        return [json.loads(text)]
+    except ValueError:
+        pass
+    lines = [line for line in text.split("\n") if line.strip()]
+    try:
+        return [json.loads(line) for line in lines] if len(lines) > 1 else None
+    except ValueError:
+        return None
+
+
+# Receiver guide -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SentHeader:
+    name: str
+    value: str
+    note: str = ""
+
+
+def sent_headers(destination: Destination) -> list[SentHeader]:
+    """The headers every request to this destination carries; custom headers by name only."""
+    headers = [
+        SentHeader("Content-Type", "application/json"),
+        SentHeader(
+            destination.signature_header,
+            "sha256=<hex HMAC-SHA256 of the raw body>",
+            "During a secret rotation's overlap: sha256=<current>,sha256=<previous>. "
+            "Accept the request if any of them matches.",
+        ),
+        SentHeader(TIMESTAMP_HEADER, "<Unix time in seconds>", "When the request was sent."),
+        SentHeader(
+            DELIVERY_HEADER,
+            "<UUID>",
+            "New for every attempt; deduplicate events with their event_id.",
+        ),
+        SentHeader("User-Agent", settings.WEBHOOK_USER_AGENT),
+    ]
+    if destination.provider == Provider.SPLUNK_HEC:
+        headers.append(
+            SentHeader(
+                "Authorization",
+                "Splunk <HEC token>",
+                "The destination's secret is the HEC token; the body is in HEC format.",
+            )
+        )
+    headers.extend(
+        SentHeader(name, "<the value you configured>", "Custom header; stored encrypted.")
+        for name in destination.custom_header_names
+    )
+    return headers
+
+
+PYTHON_SNIPPET = '''\
+import hashlib
+import hmac
+import json
+import os
+
+SECRET = os.environ["ONEPROTECT_WEBHOOK_SECRET"].encode()
+SIGNATURE_HEADER = __HEADER__
+
+
+def signature_is_valid(raw_body: bytes, header_value: str) -> bool:
+    """True if any sha256=<hex> in the header matches (two during a rotation overlap)."""
+    expected = hmac.new(SECRET, raw_body, hashlib.sha256).hexdigest().encode()
+    valid = False
+    for part in (header_value or "").split(","):
+        part = part.strip()
+        if part.startswith("sha256="):
+            given = part[len("sha256="):].lower().encode()
+            valid = hmac.compare_digest(given, expected) or valid
+    return valid
+
+
+# Flask example: verify the raw bytes, before any JSON parsing.
+from flask import Flask, abort, request
+
+app = Flask(__name__)
+
+
+@app.post("/webhook")
+def webhook():
+    raw_body = request.get_data()
+    if not signature_is_valid(raw_body, request.headers.get(SIGNATURE_HEADER, "")):
+        abort(401)
+    for event in json.loads(raw_body)["events"]:
+        ...  # deduplicate with event["event_id"]
+    return "", 204
+'''
+
+NODE_SNIPPET = """\
+const crypto = require("crypto");
+const express = require("express");
+
+const SECRET = process.env.ONEPROTECT_WEBHOOK_SECRET;
+const SIGNATURE_HEADER = __HEADER__;
+
+// True if any sha256=<hex> in the header matches (two during a rotation overlap).
+function signatureIsValid(rawBody, headerValue) {
+  const expected = Buffer.from(
+    crypto.createHmac("sha256", SECRET).update(rawBody).digest("hex"));
+  let valid = false;
+  for (const part of (headerValue || "").split(",")) {
+    const value = part.trim();
+    if (!value.startsWith("sha256=")) continue;
+    const given = Buffer.from(value.slice("sha256=".length).toLowerCase());
+    if (given.length === expected.length && crypto.timingSafeEqual(given, expected)) {
+      valid = true;
+    }
+  }
+  return valid;
+}
+
+const app = express();
+// express.raw keeps the exact bytes (req.body is a Buffer): verify them, not parsed JSON.
+app.post("/webhook", express.raw({ type: "application/json", limit: "2mb" }), (req, res) => {
+  if (!signatureIsValid(req.body, req.get(SIGNATURE_HEADER))) return res.sendStatus(401);
+  for (const event of JSON.parse(req.body).events) {
+    // deduplicate with event.event_id
+  }
+  res.sendStatus(204);
+});
+app.listen(8080);
+"""
+
+
+def receiver_snippets(destination: Destination) -> dict[str, str]:
+    """Verification code in Python and Node.js with this destination's header name filled in."""
+    # A header name is an RFC 9110 token (no quote or backslash); json.dumps quotes it safely.
+    literal = json.dumps(destination.signature_header)
+    return {
+        "python": PYTHON_SNIPPET.replace("__HEADER__", literal),
+        "node": NODE_SNIPPET.replace("__HEADER__", literal),
+    }
