@@ -19,7 +19,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -449,21 +449,39 @@ def sweep(*, limit: int = 1000, grace_seconds: float = 1.0) -> list:
 
 def sweep_loop(*, duration: float = 55.0) -> int:
     """Sweep every WEBHOOK_SWEEP_INTERVAL for a while; only one sweeper runs at a time."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK])
-        if not cursor.fetchone()[0]:
-            return 0
+    if not _try_sweep_lock():
+        return 0
     rounds = 0
-    try:
-        deadline = time.monotonic() + duration
-        while time.monotonic() < deadline:
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        try:
             sweep()
-            rounds += 1
+        except (OperationalError, InterfaceError):
+            # The database restarted: our session (and its advisory lock) is gone. Reconnect
+            # and take the lock again, unless another sweeper took it meanwhile.
+            logger.warning("sweep failed: database unavailable; retrying", exc_info=True)
+            connection.close()
             time.sleep(settings.WEBHOOK_SWEEP_INTERVAL)
-    finally:
+            try:
+                if not _try_sweep_lock():
+                    return rounds
+            except (OperationalError, InterfaceError):
+                pass
+            continue
+        rounds += 1
+        time.sleep(settings.WEBHOOK_SWEEP_INTERVAL)
+    try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK])
+    except (OperationalError, InterfaceError):
+        connection.close()  # the lock went with the lost session
     return rounds
+
+
+def _try_sweep_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK])
+        return bool(cursor.fetchone()[0])
 
 
 def purge_retention() -> int:

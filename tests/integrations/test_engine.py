@@ -497,3 +497,24 @@ def test_resend_a_failed_delivery_then_resend_all(setup, settings):
     engine.drain(destination.pk)
     assert Delivery.objects.filter(state=DeliveryState.DELIVERED).count() == 3
     assert ResendJob.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweeper_survives_a_database_restart(monkeypatch, settings):
+    from django.db import OperationalError
+
+    settings.WEBHOOK_SWEEP_INTERVAL = 0.05
+    calls = []
+    real_sweep = engine.sweep
+
+    def flaky_sweep(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_sweep(**kwargs)
+
+    monkeypatch.setattr(engine, "sweep", flaky_sweep)
+    rounds = engine.sweep_loop(duration=0.5)
+    assert len(calls) > 3  # it went on sweeping after the failure
+    assert rounds == len(calls) - 1
+    assert engine._try_sweep_lock()  # the lock was released at the end
