@@ -275,6 +275,9 @@ class DeliveryEvent(models.Model):
             models.Index(fields=["delivery"], name="outbox_delivery"),
         ]
 
+    def __str__(self) -> str:
+        return f"Event {self.event_id} for destination {self.destination_id}"
+
 
 class Attempt(models.Model):
     """One HTTP attempt of a delivery."""

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from portal.models import Membership, Tenant, User
+from portal.models import ApiToken, Membership, Tenant, User
 
 
 class MembershipInline(admin.TabularInline):
@@ -37,3 +37,16 @@ class MembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = ["role", "tenant"]
     search_fields = ["user__email", "tenant__name"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Staff may see and revoke tokens; the token itself is never stored, only its hash."""
+
+    list_display = ["name", "prefix", "user", "tenant", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["tenant"]
+    search_fields = ["name", "prefix", "user__email"]
+    readonly_fields = ["user", "tenant", "prefix", "token_hash", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request):
+        return False

@@ -105,3 +105,26 @@ class TenantOwnedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+class ApiToken(TenantOwnedModel):
+    """A bearer token for the API. It acts as its user with their current role in its tenant;
+    only a SHA-256 hash of the token is stored, and the prefix is kept to recognise it."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=8)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (op_{self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
-from portal import views
+from portal import views, views_tokens
+from portal.api import api, unknown_endpoint
 
 handler403 = "portal.views.permission_denied"
 handler404 = "portal.views.page_not_found"
@@ -16,5 +17,16 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("integrations/", include("integrations.urls")),
     path("audit/", include("audit.urls")),
+    path("settings/api-tokens/", views_tokens.api_tokens, name="api_tokens"),
+    path(
+        "settings/api-tokens/create/", views_tokens.api_token_create_view, name="api_token_create"
+    ),
+    path(
+        "settings/api-tokens/<int:token_id>/revoke/",
+        views_tokens.api_token_revoke_view,
+        name="api_token_revoke",
+    ),
+    path("api/", api.urls),
+    re_path(r"^api/(?P<path>.*)$", unknown_endpoint),
     path("admin/", admin.site.urls),
 ]

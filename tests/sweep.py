@@ -10,11 +10,33 @@ from dataclasses import dataclass
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from integrations.catalogue import EventType
+from integrations.models import Delivery, DeliveryState, ResendJob
 from integrations.services import destination_create
+from portal.tokens import api_token_create
 
 # Namespaces and names that are deliberately open to anonymous users.
 PUBLIC = {"login", "logout", "healthz", "home", "switch_tenant"}
 SKIPPED_NAMESPACES = {"admin", "api", "djdt"}
+
+
+def _sweep_delivery(setup) -> int:
+    """A failed delivery of a new destination (so that Resend has something to do)."""
+    destination_id = OBJECT_BUILDERS["destination_id"](setup)
+    return Delivery.objects.create(
+        tenant=setup.tenant,
+        destination_id=destination_id,
+        state=DeliveryState.FAILED,
+        event_count=1,
+        attempt_count=1,
+        attempt_limit=10,
+        failure_reason="HTTP 400",
+    ).pk
+
+
+def _sweep_resend_job(setup) -> int:
+    destination_id = OBJECT_BUILDERS["destination_id"](setup)
+    return ResendJob.objects.create(tenant=setup.tenant, destination_id=destination_id).pk
+
 
 # kwarg name -> builder(tenant_setup) returning the value for an object in that tenant.
 OBJECT_BUILDERS: dict[str, Callable] = {
@@ -30,6 +52,12 @@ OBJECT_BUILDERS: dict[str, Callable] = {
             },
         )[0].pk
     ),
+    # The admin's own API token (users can only revoke their own).
+    "token_id": lambda setup: (
+        api_token_create(user=setup.admin, tenant=setup.tenant, name="Sweep token")[0].pk
+    ),
+    "delivery_id": _sweep_delivery,
+    "job_id": _sweep_resend_job,
 }
 
 

@@ -1,0 +1,575 @@
+"""The v1 API (`/api/v1/`): destinations, deliveries, events, the event catalogue, audit logs.
+
+Operations are thin, like the portal's views: the token gives the tenant and the role
+(`requires(...)` checks the permission table before anything else runs), objects are found
+within the tenant (another tenant's object is 404), DestinationForm and validate_event validate,
+and the same services as the portal write, with their audit entries. Mounted by portal/api.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from ninja import Path, Query, Router, Status
+from ninja.errors import HttpError
+
+from audit.models import AuditEntry
+from integrations.api_schemas import (
+    MASK,
+    AuditFilters,
+    AuditPage,
+    DeliveryDetailOut,
+    DeliveryFilters,
+    DeliveryOut,
+    DeliveryPage,
+    DestinationIn,
+    DestinationOut,
+    DestinationPatch,
+    DestinationWithSecretOut,
+    ErrorOut,
+    EventIn,
+    EventOut,
+    EventTypeOut,
+    RotateSecretIn,
+    TestResultOut,
+    ValidationErrorOut,
+)
+from integrations.catalogue import EVENT_TYPE_DESCRIPTIONS, EXAMPLE_PAYLOADS, EventType
+from integrations.events import PublishError, event_publish
+from integrations.explain import Explanation, explain
+from integrations.forms import DestinationForm, RotateSecretForm
+from integrations.models import Attempt, Delivery, Destination, Event
+from integrations.services import (
+    NotResendable,
+    delivery_resend,
+    destination_create,
+    destination_delete,
+    destination_rotate_secret,
+    destination_send_test,
+    destination_update,
+)
+from portal.permissions import Capability
+from portal.tokens import ApiPrincipal, requires
+
+router = Router()
+
+# Documented error responses (one shape each: {"detail": ...}, plus "errors" for 400).
+DENIED = {401: ErrorOut, 403: ErrorOut}
+NOT_FOUND = {404: ErrorOut}
+INVALID = {400: ValidationErrorOut}
+BODY = {**INVALID, 413: ErrorOut}
+
+# Form fields the API exposes, in the form's terms; rate_limit_per_second stays portal-only.
+FORM_FIELDS = (
+    "name",
+    "endpoint_url",
+    "provider",
+    "event_types",
+    "min_severity",
+    "include_child_tenants",
+    "signature_header",
+    "timeout_seconds",
+    "skip_tls_verify",
+    "active",
+)
+
+
+def _principal(request: HttpRequest) -> ApiPrincipal:
+    return request.auth  # set by ApiTokenAuth; never the session
+
+
+def _invalid(errors: dict[str, list[str]]) -> ValidationError:
+    """A 400 with field errors (portal/api.py renders it)."""
+    return ValidationError({field: list(messages) for field, messages in errors.items()})
+
+
+def _form_errors(form, *, non_field: str = "non_field_errors") -> dict[str, list[str]]:
+    """A form's errors by field name; errors of the whole form under `non_field`."""
+    return {
+        (non_field if field == "__all__" else field): [error["message"] for error in errors]
+        for field, errors in form.errors.get_json_data().items()
+    }
+
+
+# Pagination -----------------------------------------------------------------------------------
+INVALID_CURSOR = "Invalid cursor: pass next_cursor as it was returned."
+
+
+def _encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        last_id = int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise _invalid({"cursor": [INVALID_CURSOR]}) from None
+    if kind != "id" or last_id < 1:
+        raise _invalid({"cursor": [INVALID_CURSOR]})
+    return last_id
+
+
+def paginate(queryset: QuerySet, *, cursor: str | None, limit: int) -> tuple[list, str | None]:
+    """Newest first by id (keyset pagination: stable while rows are added)."""
+    if cursor:
+        queryset = queryset.filter(id__lt=_decode_cursor(cursor))
+    rows = list(queryset.order_by("-id")[: limit + 1])
+    next_cursor = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+# Path parameters: a delivery id fits PostgreSQL's bigint.
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+# Representations --------------------------------------------------------------------------------
+def _destination_out(destination: Destination) -> dict[str, Any]:
+    """A destination as the API shows it: no secret, custom header values masked."""
+    return {
+        "id": destination.pk,
+        "name": destination.name,
+        "endpoint_url": destination.endpoint_url,
+        "provider": destination.provider,
+        "event_types": list(destination.event_types),
+        "min_severity": destination.min_severity or None,
+        "include_child_tenants": destination.include_child_tenants,
+        "signature_header": destination.signature_header,
+        "custom_headers": {name: MASK for name in destination.custom_header_names},
+        "timeout_seconds": destination.timeout_seconds,
+        "skip_tls_verify": destination.skip_tls_verify,
+        "active": destination.active,
+        "health": str(destination.health),
+        "health_label": destination.health_label,
+        "secret_set_at": destination.secret_set_at,
+        "created_at": destination.created_at,
+        "updated_at": destination.updated_at,
+    }
+
+
+def _explanation_out(explanation: Explanation | None) -> dict[str, str] | None:
+    return None if explanation is None else {"title": explanation.title, "fix": explanation.fix}
+
+
+def _delivery_out(delivery: Delivery) -> dict[str, Any]:
+    fields = (
+        "id",
+        "destination_id",
+        "state",
+        "event_count",
+        "attempt_count",
+        "attempt_limit",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error_kind",
+        "failure_reason",
+        "is_test",
+        "created_at",
+        "finished_at",
+    )
+    return {field: getattr(delivery, field) for field in fields}
+
+
+def _attempt_out(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "delivery_uuid": attempt.delivery_uuid,
+        "started_at": attempt.started_at,
+        "duration_ms": attempt.duration_ms,
+        "status_code": attempt.status_code,
+        "ok": attempt.ok,
+        "error_kind": attempt.error_kind,
+        "error_detail": attempt.error_detail,
+        "response_excerpt": attempt.response_excerpt,
+        "request_headers": {str(k): str(v) for k, v in (attempt.request_headers or {}).items()},
+        "explanation": _explanation_out(
+            explain(status_code=attempt.status_code, error_kind=attempt.error_kind, ok=attempt.ok)
+        ),
+    }
+
+
+def _event_out(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "severity": event.severity,
+        "event_time": event.event_time,
+        "event": event.payload,
+    }
+
+
+def _audit_entry_out(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.pk,
+        "sequence": entry.sequence,
+        "created_at": entry.created_at,
+        "actor": entry.actor_name,
+        "action": entry.action,
+        "target_type": entry.target_type,
+        "target_id": entry.target_id,
+        "target": entry.target_repr,
+        "before": entry.before or {},
+        "after": entry.after or {},
+        "ip": entry.ip,
+        "user_agent": entry.user_agent,
+        "request_id": entry.request_id,
+        "hash": entry.hash,
+    }
+
+
+# Destination input → DestinationForm ------------------------------------------------------------
+def _form_value(field: str, value: Any) -> Any:
+    """A JSON value as the form reads it (null means blank; enums are their values)."""
+    if value is None:
+        return [] if field == "event_types" else ""
+    if field == "event_types":
+        return [str(item) for item in value]
+    return str(value) if field in ("provider", "min_severity") else value
+
+
+def _custom_headers_input(headers: dict[str, str] | None) -> dict[str, str] | None:
+    """Header values sent back masked mean "keep the stored value", as a blank one does."""
+    if headers is None:
+        return None
+    return {name: "" if value == MASK else value for name, value in headers.items()}
+
+
+def _validated_form(
+    principal: ApiPrincipal,
+    values: dict[str, Any],
+    *,
+    given: set[str],
+    instance: Destination | None = None,
+    custom_headers: dict[str, str] | None = None,
+) -> DestinationForm:
+    """Run the one validation of destinations; raise a 400 with its field errors."""
+    form = DestinationForm(
+        values, tenant=principal.tenant, instance=instance, custom_headers=custom_headers
+    )
+    errors = {} if form.is_valid() else _form_errors(form, non_field="custom_headers")
+    if "include_child_tenants" in given and values.get("include_child_tenants"):
+        if "include_child_tenants" not in form.fields:
+            errors["include_child_tenants"] = ["This tenant has no child accounts."]
+    if errors:
+        raise _invalid(errors)
+    return form
+
+
+def _get_destination(principal: ApiPrincipal, destination_id) -> Destination:
+    return get_object_or_404(Destination.objects.for_tenant(principal.tenant), pk=destination_id)
+
+
+def _get_delivery(principal: ApiPrincipal, delivery_id: DeliveryId) -> Delivery:
+    return get_object_or_404(Delivery.objects.for_tenant(principal.tenant), pk=delivery_id)
+
+
+# Destinations -----------------------------------------------------------------------------------
+DESTINATIONS = ["Destinations"]
+
+
+@router.get(
+    "/integrations/destinations",
+    response={200: list[DestinationOut], **DENIED},
+    tags=DESTINATIONS,
+    summary="List destinations",
+    **requires(Capability.VIEW_INTEGRATIONS),
+)
+def list_destinations(request: HttpRequest):
+    """The tenant's destinations by name. Secrets are never returned."""
+    destinations = Destination.objects.for_tenant(_principal(request).tenant).order_by("name")
+    return [_destination_out(destination) for destination in destinations]
+
+
+@router.post(
+    "/integrations/destinations",
+    response={201: DestinationWithSecretOut, **BODY, **DENIED},
+    exclude_unset=True,
+    tags=DESTINATIONS,
+    summary="Create a destination",
+    **requires(Capability.MANAGE_DESTINATIONS),
+)
+def create_destination(request: HttpRequest, payload: DestinationIn):
+    """Admins only. Answers 201; a generated `secret` is in this response only."""
+    principal = _principal(request)
+    values = {field: _form_value(field, getattr(payload, field)) for field in FORM_FIELDS}
+    if payload.event_types is None:
+        values["event_types"] = list(EventType.values)
+    values["secret"] = payload.secret or ""
+    form = _validated_form(
+        principal,
+        values,
+        given=payload.model_fields_set,
+        custom_headers=_custom_headers_input(payload.custom_headers),
+    )
+    destination, generated = destination_create(
+        tenant=principal.tenant, actor=principal.user, data={**form.cleaned_data}
+    )
+    body = _destination_out(destination)
+    if generated:
+        body["secret"] = generated
+    return Status(201, body)
+
+
+@router.get(
+    "/integrations/destinations/{destination_id}",
+    response={200: DestinationOut, **INVALID, **DENIED, **NOT_FOUND},
+    tags=DESTINATIONS,
+    summary="Get a destination",
+    **requires(Capability.VIEW_INTEGRATIONS),
+)
+def get_destination(request: HttpRequest, destination_id: uuid.UUID):
+    return _destination_out(_get_destination(_principal(request), destination_id))
+
+
+@router.patch(
+    "/integrations/destinations/{destination_id}",
+    response={200: DestinationOut, **BODY, **DENIED, **NOT_FOUND},
+    tags=DESTINATIONS,
+    summary="Update a destination",
+    **requires(Capability.MANAGE_DESTINATIONS),
+)
+def update_destination(request: HttpRequest, destination_id: uuid.UUID, payload: DestinationPatch):
+    """Admins only. Fields left out keep their values; the whole result is validated again."""
+    principal = _principal(request)
+    destination = _get_destination(principal, destination_id)
+    given = payload.model_fields_set
+    values = {field: getattr(destination, field) for field in FORM_FIELDS}
+    values["rate_limit_per_second"] = destination.rate_limit_per_second
+    values.update(
+        {field: _form_value(field, getattr(payload, field)) for field in given & set(FORM_FIELDS)}
+    )
+    values["secret"] = payload.secret or ""
+    custom_headers = None
+    if "custom_headers" in given and payload.custom_headers is not None:
+        custom_headers = _custom_headers_input(payload.custom_headers)
+    form = _validated_form(
+        principal, values, given=given, instance=destination, custom_headers=custom_headers
+    )
+    destination = destination_update(
+        destination=destination, actor=principal.user, data={**form.cleaned_data}
+    )
+    return _destination_out(destination)
+
+
+@router.delete(
+    "/integrations/destinations/{destination_id}",
+    response={204: None, **INVALID, **DENIED, **NOT_FOUND},
+    tags=DESTINATIONS,
+    summary="Delete a destination",
+    **requires(Capability.MANAGE_DESTINATIONS),
+)
+def delete_destination(request: HttpRequest, destination_id: uuid.UUID):
+    """Admins only. Deletes the destination with its deliveries."""
+    principal = _principal(request)
+    destination_delete(
+        destination=_get_destination(principal, destination_id), actor=principal.user
+    )
+    return Status(204, None)
+
+
+@router.post(
+    "/integrations/destinations/{destination_id}/test",
+    response={200: TestResultOut, **INVALID, **DENIED, **NOT_FOUND},
+    tags=DESTINATIONS,
+    summary="Send a test event",
+    **requires(Capability.MANAGE_DESTINATIONS),
+)
+def send_test(request: HttpRequest, destination_id: uuid.UUID):
+    """Admins only. Sends one test event now and reports the outcome (200 whatever it was)."""
+    principal = _principal(request)
+    result = destination_send_test(
+        destination=_get_destination(principal, destination_id), actor=principal.user
+    )
+    outcome = result.outcome
+    return {
+        "delivery_id": result.delivery.pk,
+        "ok": outcome.ok,
+        "status_code": outcome.status_code,
+        "duration_ms": outcome.duration_ms,
+        "error_kind": outcome.error_kind,
+        "response_excerpt": outcome.response_excerpt,
+        "explanation": _explanation_out(result.explanation),
+    }
+
+
+@router.post(
+    "/integrations/destinations/{destination_id}/rotate-secret",
+    response={200: DestinationWithSecretOut, **BODY, **DENIED, **NOT_FOUND},
+    exclude_unset=True,
+    tags=DESTINATIONS,
+    summary="Rotate the signing secret",
+    **requires(Capability.MANAGE_DESTINATIONS),
+)
+def rotate_secret(
+    request: HttpRequest, destination_id: uuid.UUID, payload: RotateSecretIn | None = None
+):
+    """Admins only. The previous secret keeps signing for `overlap_hours`; a generated
+    `secret` is in this response only."""
+    principal = _principal(request)
+    destination = _get_destination(principal, destination_id)
+    payload = payload or RotateSecretIn()
+    overlap = payload.overlap_hours
+    form = RotateSecretForm(
+        {
+            "secret": payload.secret or "",
+            "overlap_hours": settings.WEBHOOK_SECRET_OVERLAP_HOURS if overlap is None else overlap,
+        }
+    )
+    if not form.is_valid():
+        raise _invalid(_form_errors(form))
+    destination, generated = destination_rotate_secret(
+        destination=destination,
+        actor=principal.user,
+        new_secret=form.cleaned_data["secret"] or None,
+        overlap_hours=form.cleaned_data["overlap_hours"],
+    )
+    body = _destination_out(destination)
+    if generated:
+        body["secret"] = generated
+    return body
+
+
+# Deliveries -------------------------------------------------------------------------------------
+DELIVERIES = ["Deliveries"]
+
+
+@router.get(
+    "/integrations/destinations/{destination_id}/deliveries",
+    response={200: DeliveryPage, **INVALID, **DENIED, **NOT_FOUND},
+    tags=DELIVERIES,
+    summary="List a destination's deliveries",
+    **requires(Capability.VIEW_DELIVERIES),
+)
+def list_deliveries(
+    request: HttpRequest, destination_id: uuid.UUID, filters: Query[DeliveryFilters]
+):
+    """Newest first, filtered by state and creation time; follow `next_cursor` for more."""
+    principal = _principal(request)
+    destination = _get_destination(principal, destination_id)
+    deliveries = Delivery.objects.for_tenant(principal.tenant).filter(destination=destination)
+    if filters.state:
+        deliveries = deliveries.filter(state=filters.state)
+    if filters.since:
+        deliveries = deliveries.filter(created_at__gte=_aware(filters.since))
+    if filters.until:
+        deliveries = deliveries.filter(created_at__lt=_aware(filters.until))
+    rows, next_cursor = paginate(deliveries, cursor=filters.cursor, limit=filters.limit)
+    return {"items": [_delivery_out(row) for row in rows], "next_cursor": next_cursor}
+
+
+def _aware(moment: datetime) -> datetime:
+    """Times without an offset are UTC."""
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+
+
+@router.get(
+    "/integrations/deliveries/{delivery_id}",
+    response={200: DeliveryDetailOut, **INVALID, **DENIED, **NOT_FOUND},
+    tags=DELIVERIES,
+    summary="Get a delivery with its attempts",
+    **requires(Capability.VIEW_DELIVERIES),
+)
+def get_delivery(request: HttpRequest, delivery_id: DeliveryId):
+    """Attempts carry the response excerpt, the (masked) request headers and what to do."""
+    delivery = _get_delivery(_principal(request), delivery_id)
+    return {
+        **_delivery_out(delivery),
+        "attempts": [_attempt_out(attempt) for attempt in delivery.attempts.order_by("number")],
+    }
+
+
+@router.post(
+    "/integrations/deliveries/{delivery_id}/resend",
+    response={200: DeliveryOut, 409: ErrorOut, **INVALID, **DENIED, **NOT_FOUND},
+    tags=DELIVERIES,
+    summary="Resend a failed delivery",
+    **requires(Capability.MANAGE_DESTINATIONS),
+)
+def resend_delivery(request: HttpRequest, delivery_id: DeliveryId):
+    """Admins only. Only a failed delivery can be resent (409 otherwise)."""
+    principal = _principal(request)
+    delivery = _get_delivery(principal, delivery_id)
+    try:
+        delivery = delivery_resend(delivery=delivery, actor=principal.user)
+    except NotResendable as error:
+        raise HttpError(409, str(error)) from None
+    return _delivery_out(delivery)
+
+
+# Events -----------------------------------------------------------------------------------------
+EVENTS = ["Events"]
+
+
+@router.post(
+    "/events",
+    response={201: EventOut, 200: EventOut, **BODY, **DENIED},
+    tags=EVENTS,
+    summary="Publish an event",
+    **requires(Capability.MANAGE_DESTINATIONS),
+)
+def publish_event(request: HttpRequest, payload: EventIn):
+    """Admins only (publishing makes deliveries happen). 201 when stored; 200 with the stored
+    event when this `event_id` was published before (idempotent)."""
+    principal = _principal(request)
+    try:
+        published = event_publish(
+            tenant=principal.tenant,
+            event_type=payload.event_type,
+            payload=payload.event,
+            severity=payload.severity.value,
+            event_id=payload.event_id,
+            event_time=payload.event_time,
+        )
+    except PublishError as error:
+        raise _invalid({field: [message] for field, message in error.errors.items()}) from None
+    return Status(201 if published.created else 200, _event_out(published.event))
+
+
+@router.get(
+    "/event-types",
+    response={200: list[EventTypeOut], **DENIED},
+    tags=EVENTS,
+    summary="The event catalogue",
+    **requires(Capability.VIEW_INTEGRATIONS),
+)
+def list_event_types(request: HttpRequest):
+    """Every event type with its label, description and an example payload."""
+    return [
+        {
+            "event_type": event_type.value,
+            "label": event_type.label,
+            "description": EVENT_TYPE_DESCRIPTIONS.get(event_type, ""),
+            "example_payload": EXAMPLE_PAYLOADS.get(event_type, {}),
+        }
+        for event_type in EventType
+    ]
+
+
+# Audit ------------------------------------------------------------------------------------------
+@router.get(
+    "/audit-logs",
+    response={200: AuditPage, **INVALID, **DENIED},
+    tags=["Audit"],
+    summary="List audit log entries",
+    **requires(Capability.VIEW_AUDIT),
+)
+def list_audit_logs(request: HttpRequest, filters: Query[AuditFilters]):
+    """The tenant's audit entries, newest first; filter by exact action or actor email."""
+    entries = AuditEntry.objects.for_tenant(_principal(request).tenant)
+    if filters.action:
+        entries = entries.filter(action=filters.action)
+    if filters.actor:
+        entries = entries.filter(actor_name__iexact=filters.actor)
+    rows, next_cursor = paginate(entries, cursor=filters.cursor, limit=filters.limit)
+    return {"items": [_audit_entry_out(row) for row in rows], "next_cursor": next_cursor}

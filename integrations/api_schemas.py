@@ -1,0 +1,344 @@
+"""Request and response shapes of the API (`/api/v1/`), with the JSON names customers use.
+
+Request schemas check types only (and document the fields for Swagger); the rules of a
+destination live in DestinationForm and those of an event in events.validate_event, so that
+the portal and the API share one validation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django import forms
+from ninja import Field, Schema
+from pydantic import ConfigDict, StrictInt, field_validator
+
+from integrations.catalogue import EventType, Severity
+from integrations.forms import MAX_CUSTOM_HEADERS, DestinationForm, RotateSecretForm
+from integrations.models import DeliveryState, Provider
+
+MASK = "••••••••"
+
+
+def _documented_limits(form_class: type[forms.Form], name: str) -> dict[str, Any]:
+    """A form field's limits for the OpenAPI document; the form enforces them, not pydantic."""
+    field = form_class.base_fields[name]
+    keywords = {
+        "min_length": "minLength",
+        "max_length": "maxLength",
+        "min_value": "minimum",
+        "max_value": "maximum",
+    }
+    limits = {
+        keyword: getattr(field, attribute)
+        for attribute, keyword in keywords.items()
+        if getattr(field, attribute, None) is not None
+    }
+    if not field.required:
+        limits.pop("minLength", None)  # blank is allowed (it means "generate" or "keep")
+    elif isinstance(field, forms.CharField):
+        limits.setdefault("minLength", 1)
+    return limits
+
+
+def _destination(name: str, **extra: Any) -> dict[str, Any]:
+    return {**_documented_limits(DestinationForm, name), **extra}
+
+
+AT_LEAST_ONE = {"minItems": 1}
+HEADER_LIMIT = {"maxProperties": MAX_CUSTOM_HEADERS}
+
+
+def _refuse_nul(value: Any) -> Any:
+    """PostgreSQL cannot store NUL in text: refuse it anywhere in the input, keys included."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("Must not contain NUL characters.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key)
+            _refuse_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_nul(item)
+    return value
+
+
+class ApiInput(Schema):
+    """Base of every request body and query: no NUL characters in any field."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def no_nul_characters(cls, value: Any) -> Any:
+        return _refuse_nul(value)
+
+
+def _query_parameters_are_strings(schema: dict[str, Any]) -> None:
+    """A query parameter is absent or a string, never JSON null: document it so."""
+    for prop in schema.get("properties", {}).values():
+        branches = prop.pop("anyOf", None)
+        if branches is None:
+            continue
+        kept = [branch for branch in branches if branch != {"type": "null"}]
+        if len(kept) == 1:
+            prop.update(kept[0])
+        else:
+            prop["anyOf"] = kept
+
+
+class ApiQuery(ApiInput):
+    """Base of query filters (every value arrives as text; repeating a parameter is an error)."""
+
+    model_config = ConfigDict(json_schema_extra=_query_parameters_are_strings)
+
+
+# Errors -----------------------------------------------------------------------------------------
+class ErrorOut(Schema):
+    detail: str = Field(..., examples=["Not found."])
+
+
+class ValidationErrorOut(Schema):
+    detail: str = Field(..., examples=["Validation failed"])
+    errors: dict[str, list[str]] = Field(
+        ...,
+        description="Messages per field name; `body` for the request body as a whole.",
+        examples=[{"endpoint_url": ["endpoint_url must not target a private or reserved address"]}],
+    )
+
+
+# Destinations -----------------------------------------------------------------------------------
+class DestinationIn(ApiInput):
+    name: str = Field(
+        ..., description="Unique in the tenant.", json_schema_extra=_destination("name")
+    )
+    endpoint_url: str = Field(
+        ...,
+        description="The https:// URL that receives events. Private, loopback, link-local and "
+        "reserved addresses are refused.",
+        examples=["https://hooks.example.com/oneprotect"],
+        json_schema_extra=_destination("endpoint_url"),
+    )
+    secret: str | None = Field(
+        None,
+        description="Write-only signing secret, at least 16 characters. Leave it out to have "
+        "a strong one generated: it is returned once, in this response only.",
+        json_schema_extra=_destination("secret"),
+    )
+    provider: Provider = Provider.CUSTOM
+    event_types: list[EventType] | None = Field(
+        None,
+        description="Event types to forward; all of them when left out.",
+        json_schema_extra=AT_LEAST_ONE,
+    )
+    min_severity: Severity | None = Field(None, description="Only events at least this severe.")
+    include_child_tenants: bool = Field(
+        False, description="Also forward the child accounts' events (tenants with children)."
+    )
+    signature_header: str = Field(
+        "X-OneProtect-Signature", json_schema_extra=_destination("signature_header")
+    )
+    custom_headers: dict[str, str] | None = Field(
+        None,
+        description="Header name → value sent with every request. Values are write-only: "
+        f"they are shown as {MASK}.",
+        json_schema_extra=HEADER_LIMIT,
+    )
+    timeout_seconds: int = Field(30, json_schema_extra=_destination("timeout_seconds"))
+    skip_tls_verify: bool = False
+    active: bool = True
+
+
+class DestinationPatch(ApiInput):
+    """Every field is optional: the ones left out keep their current values."""
+
+    name: str | None = Field(None, json_schema_extra=_destination("name"))
+    endpoint_url: str | None = Field(None, json_schema_extra=_destination("endpoint_url"))
+    secret: str | None = Field(
+        None,
+        description="Write-only; left out keeps the current one.",
+        json_schema_extra=_destination("secret"),
+    )
+    provider: Provider | None = None
+    event_types: list[EventType] | None = Field(None, json_schema_extra=AT_LEAST_ONE)
+    min_severity: Severity | None = Field(None, description="null forwards every severity.")
+    include_child_tenants: bool | None = None
+    signature_header: str | None = Field(None, json_schema_extra=_destination("signature_header"))
+    custom_headers: dict[str, str] | None = Field(
+        None,
+        description="Replaces the custom headers. A value left blank (or sent back as "
+        f"{MASK}) keeps the stored value of that header.",
+        json_schema_extra=HEADER_LIMIT,
+    )
+    timeout_seconds: int | None = Field(None, json_schema_extra=_destination("timeout_seconds"))
+    skip_tls_verify: bool | None = None
+    active: bool | None = None
+
+
+class DestinationOut(Schema):
+    id: uuid.UUID
+    name: str
+    endpoint_url: str
+    provider: str
+    event_types: list[str]
+    min_severity: str | None
+    include_child_tenants: bool
+    signature_header: str
+    custom_headers: dict[str, str] = Field(..., description=f"Values are masked ({MASK}).")
+    timeout_seconds: int
+    skip_tls_verify: bool
+    active: bool
+    health: str = Field(..., examples=["healthy"])
+    health_label: str = Field(..., examples=["Healthy"])
+    secret_set_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class DestinationWithSecretOut(DestinationOut):
+    secret: str | None = Field(
+        None,
+        description="The generated signing secret: present only when one was generated, and "
+        "only in this response. Store it now; it is never shown again.",
+    )
+
+
+class RotateSecretIn(ApiInput):
+    secret: str | None = Field(
+        None,
+        description="The new secret, at least 16 characters; left out, one is generated.",
+        json_schema_extra=_documented_limits(RotateSecretForm, "secret"),
+    )
+    overlap_hours: int | None = Field(
+        None,
+        description="How long the previous secret keeps signing too (hours; default 24).",
+        json_schema_extra=_documented_limits(RotateSecretForm, "overlap_hours"),
+    )
+
+
+class ExplanationOut(Schema):
+    title: str
+    fix: str
+
+
+class TestResultOut(Schema):
+    delivery_id: int
+    ok: bool
+    status_code: int | None
+    duration_ms: int
+    error_kind: str
+    response_excerpt: str
+    explanation: ExplanationOut | None
+
+
+# Deliveries -------------------------------------------------------------------------------------
+class DeliveryFilters(ApiQuery):
+    state: DeliveryState | None = None
+    since: datetime | None = Field(None, description="Created at or after (ISO 8601).")
+    until: datetime | None = Field(None, description="Created before (ISO 8601).")
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
+    limit: int = Field(50, ge=1, le=200)
+
+
+class DeliveryOut(Schema):
+    id: int
+    destination_id: uuid.UUID
+    state: str
+    event_count: int
+    attempt_count: int
+    attempt_limit: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error_kind: str
+    failure_reason: str
+    is_test: bool
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class DeliveryPage(Schema):
+    items: list[DeliveryOut]
+    next_cursor: str | None = Field(..., description="Pass as `cursor` for the next page.")
+
+
+class AttemptOut(Schema):
+    number: int
+    delivery_uuid: uuid.UUID
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    ok: bool
+    error_kind: str
+    error_detail: str
+    response_excerpt: str = Field(..., description="The first 4 KiB of the response body.")
+    request_headers: dict[str, str] = Field(
+        ..., description="Headers sent, with the signature and custom header values masked."
+    )
+    explanation: ExplanationOut | None
+
+
+class DeliveryDetailOut(DeliveryOut):
+    attempts: list[AttemptOut]
+
+
+# Events -----------------------------------------------------------------------------------------
+class EventIn(ApiInput):
+    event_id: uuid.UUID | None = Field(
+        None,
+        description="The idempotency key. Publishing the same id again returns the stored "
+        "event with 200. Generated when left out.",
+    )
+    event_type: str = Field(..., json_schema_extra={"enum": list(EventType.values)})
+    severity: Severity = Severity.INFO
+    event_time: str | StrictInt | None = Field(
+        None,
+        description="ISO 8601 text or Unix milliseconds; now when left out.",
+        examples=["2026-11-23T10:00:00Z"],
+    )
+    event: dict[str, Any] = Field(..., description="The event payload (a JSON object).")
+
+
+class EventOut(Schema):
+    event_id: uuid.UUID
+    event_type: str
+    severity: str
+    event_time: datetime
+    event: dict[str, Any]
+
+
+class EventTypeOut(Schema):
+    event_type: str
+    label: str
+    description: str
+    example_payload: dict[str, Any]
+
+
+# Audit ------------------------------------------------------------------------------------------
+class AuditFilters(ApiQuery):
+    action: str | None = Field(None, examples=["destination.created"])
+    actor: str | None = Field(None, description="The actor's email address.")
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
+    limit: int = Field(50, ge=1, le=200)
+
+
+class AuditEntryOut(Schema):
+    id: int
+    sequence: int
+    created_at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    target: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    ip: str | None
+    user_agent: str
+    request_id: str
+    hash: str
+
+
+class AuditPage(Schema):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
