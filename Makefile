@@ -28,3 +28,15 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .data artifacts .pytest_cache .ruff_cache
+
+chaos: $(STAMP)
+	$(PY) chaos/run.py $(CHAOS_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The browser walkthrough needs Debian's Chromium (Playwright's own download cannot work here).
+e2e: $(STAMP)
+	@test -x /usr/bin/chromium || { echo "Installing Chromium (apt-get)…"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(PY) scripts/with_db.py -- $(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
