@@ -108,10 +108,13 @@ def test_portal_walkthrough(page: Page, stack, artifacts):
     destinations = page.locator("section", has=page.get_by_role("heading", name="Destinations"))
     destinations.get_by_role("link", name="Tenant SOC webhook").click()
     expect(page.get_by_role("heading", name="Tenant SOC webhook")).to_be_visible()
-    page.screenshot(path=str(artifacts / "destination-configuration.png"), full_page=True)
-    expect(page.get_by_text(re.compile("delivered", re.I)).first).to_be_visible()
-    expect(page.get_by_text(re.compile("retrying", re.I)).first).to_be_visible()
-    page.screenshot(path=str(artifacts / "delivery-status.png"), full_page=True)
+    configuration = page.locator("section", has=page.get_by_role("heading", name="Configuration"))
+    configuration.screenshot(path=str(artifacts / "destination-configuration.png"))
+    deliveries = page.locator("section", has=page.get_by_role("heading", name="Deliveries"))
+    expect(deliveries.get_by_text(re.compile("delivered", re.I)).first).to_be_visible()
+    expect(deliveries.get_by_text(re.compile("retrying", re.I)).first).to_be_visible()
+    expect(deliveries.get_by_text(re.compile("next try at", re.I)).first).to_be_visible()
+    deliveries.screenshot(path=str(artifacts / "delivery-status.png"))
     assert secret not in page.content()
 
     # 5. Private, loopback and metadata URLs are refused in place with HTTP 400.
