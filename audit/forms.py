@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
-from typing import Any
 
 from django import forms
 from django.db.models import QuerySet
 from django.utils import timezone
+
+from portal.filters import KeysetFilterForm
 
 KNOWN_ACTIONS = (
     "destination.created",
@@ -30,12 +30,10 @@ KNOWN_ACTIONS = (
     "auth.sign_in_failed",
 )
 
-# Entry ids are bigint: a larger cursor would make PostgreSQL raise instead of returning nothing.
-MAX_ID = 2**63 - 1
 FILTER_FIELDS = ("actor", "action", "target", "date_from", "date_to")
 
 
-class AuditFilterForm(forms.Form):
+class AuditFilterForm(KeysetFilterForm):
     """Actor, action, target and date filters plus the keyset cursor (`before` / `after`)."""
 
     actor = forms.CharField(
@@ -65,36 +63,8 @@ class AuditFilterForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}),
         error_messages={"invalid": "Enter the end date as YYYY-MM-DD."},
     )
-    before = forms.IntegerField(
-        required=False, min_value=1, max_value=MAX_ID, widget=forms.HiddenInput
-    )
-    after = forms.IntegerField(
-        required=False, min_value=0, max_value=MAX_ID, widget=forms.HiddenInput
-    )
-
-    def __init__(self, data: Mapping[str, str] | None = None, **kwargs: Any) -> None:
-        # PostgreSQL text cannot hold NUL: refuse it, without echoing it back into the page.
-        self.fields_with_nul: list[str] = []
-        if data is not None:
-            values = {name: data[name] for name in self.base_fields if name in data}
-            for name, value in values.items():
-                if "\x00" in value:
-                    self.fields_with_nul.append(name)
-                    values[name] = value.replace("\x00", "")
-            data = values
-        super().__init__(data, **kwargs)
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        for name in self.fields_with_nul:
-            if not self.has_error(name):
-                self.add_error(name, "Null characters are not allowed.")
-        start, end = data.get("date_from"), data.get("date_to")
-        if start and end and start > end:
-            self.add_error("date_to", "The end date is before the start date.")
-        if data.get("before") is not None and data.get("after") is not None:
-            raise forms.ValidationError("Page with either “before” or “after”, not both.")
-        return data
+    range_fields = ("date_from", "date_to")
+    range_error = "The end date is before the start date."
 
     def has_filters(self) -> bool:
         """Whether any filter (not the page cursor) narrows the entries."""

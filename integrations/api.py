@@ -50,6 +50,7 @@ from integrations.explain import Explanation, explain
 from integrations.forms import DestinationForm, RotateSecretForm
 from integrations.models import Attempt, Delivery, Destination, Event
 from integrations.services import (
+    CONFIG_FIELDS,
     NotResendable,
     delivery_resend,
     destination_create,
@@ -70,18 +71,7 @@ INVALID = {400: ValidationErrorOut}
 BODY = {**INVALID, 413: ErrorOut}
 
 # Form fields the API exposes, in the form's terms; rate_limit_per_second stays portal-only.
-FORM_FIELDS = (
-    "name",
-    "endpoint_url",
-    "provider",
-    "event_types",
-    "min_severity",
-    "include_child_tenants",
-    "signature_header",
-    "timeout_seconds",
-    "skip_tls_verify",
-    "active",
-)
+FORM_FIELDS = tuple(field for field in CONFIG_FIELDS if field != "rate_limit_per_second")
 
 
 def _principal(request: HttpRequest) -> ApiPrincipal:

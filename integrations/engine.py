@@ -266,7 +266,7 @@ def describe_failure(outcome: Outcome) -> str:
     return outcome.detail or ErrorKind(outcome.error_kind).label
 
 
-def _record_attempt(delivery: Delivery, outcome: Outcome) -> None:
+def record_attempt(delivery: Delivery, outcome: Outcome) -> None:
     Attempt.objects.create(
         delivery=delivery,
         number=delivery.attempt_count,
@@ -288,7 +288,7 @@ def record_outcome(claim: Claim, outcome: Outcome) -> Delivery:
     with transaction.atomic():
         destination = Destination.objects.select_for_update().get(pk=claim.destination.pk)
         delivery = Delivery.objects.select_for_update().get(pk=claim.delivery.pk)
-        _record_attempt(delivery, outcome)
+        record_attempt(delivery, outcome)
         if (
             delivery.state != DeliveryState.DELIVERING
             or destination.lease_owner != claim.lease_owner

@@ -19,7 +19,6 @@ from integrations.engine import describe_failure
 from integrations.explain import Explanation, explain
 from integrations.models import (
     DEFAULT_SIGNATURE_HEADER,
-    Attempt,
     Delivery,
     DeliveryState,
     Destination,
@@ -232,19 +231,7 @@ def destination_send_test(*, destination: Destination, actor) -> TestResult:
             created_at=now,
             finished_at=timezone.now(),
         )
-        Attempt.objects.create(
-            delivery=delivery,
-            number=1,
-            delivery_uuid=outcome.delivery_uuid,
-            started_at=outcome.started_at,
-            duration_ms=outcome.duration_ms,
-            status_code=outcome.status_code,
-            error_kind=outcome.error_kind,
-            error_detail=outcome.detail[:500],
-            response_excerpt=outcome.response_excerpt,
-            request_headers=outcome.request_headers,
-            ok=outcome.ok,
-        )
+        engine.record_attempt(delivery, outcome)
         record(
             tenant=destination.tenant,
             actor=actor,

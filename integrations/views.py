@@ -43,6 +43,7 @@ from integrations.models import (
     ResendJobState,
 )
 from integrations.services import (
+    CONFIG_FIELDS,
     NotResendable,
     TestResult,
     delivery_resend,
@@ -54,22 +55,11 @@ from integrations.services import (
     destination_set_active,
     destination_update,
 )
+from portal.filters import KeysetFilterForm
 from portal.permissions import Capability, has_capability, require_capability
 
 MASK = "••••••••"
-FORM_FIELDS = (
-    "name",
-    "endpoint_url",
-    "provider",
-    "event_types",
-    "min_severity",
-    "include_child_tenants",
-    "signature_header",
-    "timeout_seconds",
-    "rate_limit_per_second",
-    "skip_tls_verify",
-    "active",
-)
+FORM_FIELDS = CONFIG_FIELDS
 
 
 @dataclass(frozen=True)
@@ -85,7 +75,6 @@ EVENTS_SHOWN = 100
 ATTEMPTS_SHOWN = 100
 PAYLOAD_SHOWN_CHARS = 64 * 1024
 RESEND_JOB_SHOWN_FOR = timedelta(minutes=10)
-MAX_ID = 2**63 - 1  # delivery ids are bigint: a larger cursor would make PostgreSQL raise
 STATE_FILTERS: dict[str, tuple[str, ...]] = {
     "delivered": (DeliveryState.DELIVERED,),
     "retrying": (DeliveryState.RETRYING,),
@@ -112,7 +101,7 @@ def _time_field(label: str, example: str) -> forms.DateTimeField:
     )
 
 
-class DeliveryFilterForm(forms.Form):
+class DeliveryFilterForm(KeysetFilterForm):
     """State and time-range filters of a destination's deliveries, plus the keyset cursor."""
 
     # Offered as links (state tabs) above the list; the time form carries it as a hidden field.
@@ -122,49 +111,15 @@ class DeliveryFilterForm(forms.Form):
         widget=forms.HiddenInput,
         error_messages={"invalid_choice": "Choose one of the states shown."},
     )
-    before = forms.IntegerField(
-        required=False,
-        min_value=1,
-        max_value=MAX_ID,
-        label="Page cursor (before)",
-        widget=forms.HiddenInput,
-    )
-    after = forms.IntegerField(
-        required=False,
-        min_value=0,
-        max_value=MAX_ID,
-        label="Page cursor (after)",
-        widget=forms.HiddenInput,
-    )
     field_names = ("state", "from", "to", "before", "after")
+    range_fields = ("from", "to")
 
     def __init__(self, data: Mapping[str, str] | None = None, **kwargs: Any) -> None:
-        # PostgreSQL text cannot hold NUL: refuse it, without echoing it back into the page.
-        self.fields_with_nul: list[str] = []
-        if data is not None:
-            values = {name: data[name] for name in self.field_names if name in data}
-            for name, value in values.items():
-                if "\x00" in value:
-                    self.fields_with_nul.append(name)
-                    values[name] = value.replace("\x00", "")
-            data = values
         super().__init__(data, **kwargs)
         # "from" is a Python keyword, so these two are added by name rather than declared.
         self.fields["from"] = _time_field("From", "start")
         self.fields["to"] = _time_field("To", "end")
         self.order_fields(self.field_names)
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        for name in self.fields_with_nul:
-            if not self.has_error(name):
-                self.add_error(name, "Null characters are not allowed.")
-        start, end = data.get("from"), data.get("to")
-        if start and end and start > end:
-            self.add_error("to", "The end is before the start.")
-        if data.get("before") is not None and data.get("after") is not None:
-            raise forms.ValidationError("Page with either “before” or “after”, not both.")
-        return data
 
     def has_filters(self) -> bool:
         return any(self.cleaned_data.get(name) for name in FILTER_FIELDS)
