@@ -26,7 +26,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
-from django.utils.http import url_has_allowed_host_and_scheme
 
 from integrations import health, verification
 from integrations.catalogue import EventType
@@ -57,6 +56,7 @@ from integrations.services import (
 )
 from portal.filters import KeysetFilterForm
 from portal.permissions import Capability, has_capability, require_capability
+from portal.redirects import redirect_to_next
 
 MASK = "••••••••"
 FORM_FIELDS = CONFIG_FIELDS
@@ -351,12 +351,7 @@ def _get_delivery(request: HttpRequest, delivery_id) -> Delivery:
 
 def _redirect_back(request: HttpRequest, default: str, **kwargs) -> HttpResponse:
     """Back to the page the form was on (a local `next`), else to the default page."""
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return redirect(target)
-    return redirect(default, **kwargs)
+    return redirect_to_next(request, reverse(default, kwargs=kwargs))
 
 
 def _deliveries_page(

@@ -8,12 +8,13 @@ from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError, connection
 from django.http import HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.forms import EmailAuthenticationForm
 from portal.middleware import TENANT_SESSION_KEY
+from portal.redirects import redirect_to_next
 
 
 class LoginView(auth_views.LoginView):
@@ -39,10 +40,7 @@ def switch_tenant(request):
         return HttpResponseForbidden("You are not a member of that tenant.")
     request.session[TENANT_SESSION_KEY] = membership.tenant_id
     messages.info(request, f"Now working in {membership.tenant.name}.")
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        target = "home"
-    return redirect(target)
+    return redirect_to_next(request, reverse("home"))
 
 
 @never_cache

@@ -81,3 +81,15 @@ def test_demo_is_idempotent():
     assert Membership.objects.get(user__email="multi@acme.test", tenant__slug="globex").role == (
         Role.ADMIN
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "target", ["' OR 1=1 --", "//evil.example/", "javascript:alert(1)", "x" * 5000]
+)
+def test_switch_ignores_a_hostile_next(client_for, tenant_a, target):
+    response = client_for(tenant_a.admin).post(
+        reverse("switch_tenant"), {"tenant": "tenant-a", "next": target}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("home")
