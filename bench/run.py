@@ -902,9 +902,10 @@ class Bench:
         self.sql(
             """
             INSERT INTO integrations_attempt
-                (delivery_id, number, delivery_uuid, started_at, duration_ms, status_code,
-                 error_kind, error_detail, response_excerpt, request_headers, ok)
-            SELECT d.id, 1, gen_random_uuid(), d.created_at, 40, d.last_status_code,
+                (delivery_id, destination_id, number, delivery_uuid, started_at, duration_ms,
+                 status_code, error_kind, error_detail, response_excerpt, request_headers, ok)
+            SELECT d.id, d.destination_id, 1, gen_random_uuid(), d.created_at, 40,
+                   d.last_status_code,
                    d.last_error_kind, d.failure_reason, 'ok',
                    '{"Content-Type": "application/json", "X-OneProtect-Signature": "••••"}'::jsonb,
                    d.state = 'delivered'
@@ -1008,13 +1009,14 @@ class Bench:
         self.sql(
             """
             INSERT INTO integrations_attempt
-                (delivery_id, number, delivery_uuid, started_at, duration_ms, status_code,
-                 error_kind, error_detail, response_excerpt, request_headers, ok)
-            SELECT %s, n, gen_random_uuid(), now(), 40, CASE WHEN n < 3 THEN 503 ELSE 200 END,
+                (delivery_id, destination_id, number, delivery_uuid, started_at, duration_ms,
+                 status_code, error_kind, error_detail, response_excerpt, request_headers, ok)
+            SELECT %s, %s, n, gen_random_uuid(), now(), 40,
+                   CASE WHEN n < 3 THEN 503 ELSE 200 END,
                    CASE WHEN n < 3 THEN 'http' ELSE '' END, '', 'ok', '{}'::jsonb, n = 3
             FROM generate_series(1, 3) AS n
             """,
-            [delivery],
+            [delivery, destination],
         )
         last = self.sql("SELECT coalesce(max(id), 0) FROM integrations_event")[0][0]
         self.sql(

@@ -154,12 +154,15 @@ def _new_batch(destination: Destination, now) -> tuple[Delivery | None, list[dic
         cursor.execute(
             """
             SELECT de.id, e.event_id, e.event_type, e.event_time, e.severity, t.slug, e.payload
-            FROM integrations_deliveryevent de
+            FROM (
+                -- the batch's items first, on the partial index; then their events
+                SELECT id, event_id FROM integrations_deliveryevent
+                WHERE destination_id = %s AND delivery_id IS NULL
+                ORDER BY event_id LIMIT %s
+            ) de
             JOIN integrations_event e ON e.id = de.event_id
             JOIN portal_tenant t ON t.id = e.tenant_id
-            WHERE de.destination_id = %s AND de.delivery_id IS NULL
             ORDER BY de.event_id
-            LIMIT %s
             """,
             [destination.pk, settings.WEBHOOK_BATCH_SIZE],
         )
@@ -269,6 +272,7 @@ def describe_failure(outcome: Outcome) -> str:
 def record_attempt(delivery: Delivery, outcome: Outcome) -> None:
     Attempt.objects.create(
         delivery=delivery,
+        destination_id=None if delivery.is_test else delivery.destination_id,
         number=delivery.attempt_count,
         delivery_uuid=outcome.delivery_uuid,
         started_at=outcome.started_at,

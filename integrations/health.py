@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 
 from django.db import connection
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from integrations.models import Delivery, Destination
 from portal.models import Tenant
@@ -84,6 +86,37 @@ class DestinationHealth:
         return self.waiting + self.in_flight
 
     @property
+    def svg_bars(self) -> SafeString:
+        """The chart's bars as markup, built once here (24 bars per card were slow as a loop
+        in the template); every value goes through format_html."""
+        parts = []
+        for bar in self.bars:
+            rects = format_html(
+                '<rect class="slot" x="{}" y="0" width="{}" height="{}"/>',
+                bar.x,
+                BAR_WIDTH,
+                CHART_HEIGHT,
+            )
+            if bar.delivered:
+                rects += format_html(
+                    '<rect class="delivered" x="{}" y="{}" width="{}" height="{}"/>',
+                    bar.x,
+                    bar.delivered_y,
+                    BAR_WIDTH,
+                    bar.delivered_height,
+                )
+            if bar.failed:
+                rects += format_html(
+                    '<rect class="failed" x="{}" y="{}" width="{}" height="{}"/>',
+                    bar.x,
+                    bar.failed_y,
+                    BAR_WIDTH,
+                    bar.failed_height,
+                )
+            parts.append(format_html('<g class="bar"><title>{}</title>{}</g>', bar.title, rects))
+        return mark_safe("".join(parts))  # noqa: S308 (each part is built by format_html)
+
+    @property
     def chart_summary(self) -> str:
         """The chart in words, for screen readers and for anyone who does not read bars."""
         if not self.attempts:
@@ -139,12 +172,11 @@ def destinations_health(
 # attempts. Test sends are not part of the stream: they are left out.
 ATTEMPTS_SQL = """
     WITH recent AS (
-        SELECT d.destination_id, a.started_at, a.duration_ms, a.ok
+        -- stream attempts only (test sends carry no destination_id); index-only on
+        -- attempt_dest_time (destination_id, started_at) INCLUDE (duration_ms, ok)
+        SELECT a.destination_id, a.started_at, a.duration_ms, a.ok
         FROM integrations_attempt a
-        JOIN integrations_delivery d ON d.id = a.delivery_id
-        WHERE d.destination_id = ANY(%(ids)s::uuid[]) AND NOT d.is_test
-          AND (d.finished_at IS NULL OR d.finished_at >= %(since)s)
-          AND a.started_at >= %(since)s
+        WHERE a.destination_id = ANY(%(ids)s::uuid[]) AND a.started_at >= %(since)s
     )
     SELECT destination_id, NULL::int AS hour, count(*), count(*) FILTER (WHERE ok),
            percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)

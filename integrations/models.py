@@ -284,6 +284,15 @@ class Attempt(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    # Set for attempts of the stream (not for test sends): the health figures read it alone.
+    destination = models.ForeignKey(
+        Destination,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+    )
     number = models.PositiveSmallIntegerField()
     delivery_uuid = models.UUIDField()
     started_at = models.DateTimeField()
@@ -297,7 +306,15 @@ class Attempt(models.Model):
 
     class Meta:
         ordering = ["number"]
-        indexes = [models.Index(fields=["delivery", "number"], name="attempt_delivery")]
+        indexes = [
+            models.Index(fields=["delivery", "number"], name="attempt_delivery"),
+            models.Index(
+                fields=["destination", "started_at"],
+                name="attempt_dest_time",
+                include=["duration_ms", "ok"],
+                condition=Q(destination__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of delivery {self.delivery_id}"

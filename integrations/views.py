@@ -438,11 +438,14 @@ def _render_detail(
     deliveries = _deliveries_context(request, destination)
     if deliveries["filter_form"].errors and status == 200:
         status = 400
-    has_failed = (
-        can_manage
-        and Delivery.objects.filter(
-            destination=destination, state=DeliveryState.FAILED, is_test=False
-        ).exists()
+    has_failed = can_manage and (
+        _nearest_id(
+            Delivery.objects.filter(
+                destination=destination, state=DeliveryState.FAILED, is_test=False
+            ),
+            "-id",
+        )
+        is not None
     )
     context = {
         "destination": destination,

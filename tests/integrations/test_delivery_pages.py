@@ -113,6 +113,7 @@ def add_delivery(destination, state=DeliveryState.DELIVERED, **fields) -> Delive
 
 
 def add_attempt(delivery, *, ok=True, duration_ms=100, started_at=None, number=1, **fields):
+    fields.setdefault("destination_id", None if delivery.is_test else delivery.destination_id)
     return Attempt.objects.create(
         delivery=delivery,
         number=number,
