@@ -24,7 +24,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations.models import (
-    OPEN_STATES,
     Attempt,
     Delivery,
     DeliveryState,
@@ -38,21 +37,6 @@ from integrations.signing import event_envelope, prepare, serialize_body
 logger = logging.getLogger("integrations.engine")
 
 SWEEP_LOCK = 0x5EE9
-DESTINATION_FIELDS_RECORDED = [
-    "last_attempt_at",
-    "last_status_code",
-    "last_error_kind",
-    "last_outcome_ok",
-    "last_success_at",
-    "failing_since",
-    "retrying",
-    "health_alerted",
-    "disabled_at",
-    "disabled_reason",
-    "next_due_at",
-    "lease_until",
-    "lease_owner",
-]
 
 
 # Queueing ---------------------------------------------------------------------------------
@@ -148,94 +132,143 @@ def _envelope(row) -> dict:
     )
 
 
-def _new_batch(destination: Destination, now) -> tuple[Delivery | None, list[dict]]:
+def _new_batch(cursor, destination: Destination, now) -> tuple[Delivery | None, list[dict]]:
     """The next batch of waiting events, in event order, ≤ batch size and ≤ max bytes."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT de.id, e.event_id, e.event_type, e.event_time, e.severity, t.slug, e.payload
-            FROM (
-                -- the batch's items first, on the partial index; then their events
-                SELECT id, event_id FROM integrations_deliveryevent
-                WHERE destination_id = %s AND delivery_id IS NULL
-                ORDER BY event_id LIMIT %s
-            ) de
-            JOIN integrations_event e ON e.id = de.event_id
-            JOIN portal_tenant t ON t.id = e.tenant_id
-            ORDER BY de.event_id
-            """,
-            [destination.pk, settings.WEBHOOK_BATCH_SIZE],
-        )
-        rows = cursor.fetchall()
+    cursor.execute(
+        """
+        SELECT de.id, e.event_id, e.event_type, e.event_time, e.severity, t.slug, e.payload,
+               octet_length(e.payload::text)
+        FROM (
+            -- the batch's items first, on the partial index; then their events
+            SELECT id, event_id FROM integrations_deliveryevent
+            WHERE destination_id = %s AND delivery_id IS NULL
+            ORDER BY event_id LIMIT %s
+        ) de
+        JOIN integrations_event e ON e.id = de.event_id
+        JOIN portal_tenant t ON t.id = e.tenant_id
+        ORDER BY de.event_id
+        """,
+        [destination.pk, settings.WEBHOOK_BATCH_SIZE],
+    )
+    rows = cursor.fetchall()
     if not rows:
         return None, []
     item_ids: list[int] = []
     envelopes: list[dict] = []
     size = 20
     for row in rows:
-        envelope = _envelope(row[1:])
-        approx = len(repr(envelope["event"])) + 200
+        approx = row[7] + 200  # the envelope's own fields
         if envelopes and size + approx > settings.WEBHOOK_BATCH_MAX_BYTES:
             break
         size += approx
         item_ids.append(row[0])
-        envelopes.append(envelope)
-    delivery = Delivery.objects.create(
+        envelopes.append(_envelope(row[1:7]))
+    cursor.execute(
+        """
+        INSERT INTO integrations_delivery
+            (tenant_id, destination_id, state, event_count, attempt_count, attempt_limit,
+             last_error_kind, failure_reason, is_test, created_at)
+        VALUES (%s, %s, 'delivering', %s, 1, %s, '', '', false, %s)
+        RETURNING id
+        """,
+        [
+            destination.tenant_id,
+            destination.pk,
+            len(envelopes),
+            settings.WEBHOOK_MAX_ATTEMPTS,
+            now,
+        ],
+    )
+    delivery = Delivery(
+        pk=cursor.fetchone()[0],
         tenant_id=destination.tenant_id,
-        destination=destination,
+        destination_id=destination.pk,
         state=DeliveryState.DELIVERING,
         event_count=len(envelopes),
-        attempt_count=0,
+        attempt_count=1,
         attempt_limit=settings.WEBHOOK_MAX_ATTEMPTS,
-        created_at=now,
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE integrations_deliveryevent SET delivery_id = %s WHERE id = ANY(%s)",
-            [delivery.pk, item_ids],
-        )
+    cursor.execute(
+        "UPDATE integrations_deliveryevent SET delivery_id = %s WHERE id = ANY(%s)",
+        [delivery.pk, item_ids],
+    )
     return delivery, envelopes
+
+
+# Take the destination and its lease in one statement (row lock, SKIP LOCKED: two workers
+# never hold the same destination).
+CLAIM_SQL = """
+    UPDATE integrations_destination d
+    SET lease_until = %(now)s + make_interval(secs => d.timeout_seconds + %(margin)s),
+        lease_owner = %(owner)s
+    WHERE d.id = (
+        SELECT id FROM integrations_destination
+        WHERE id = %(id)s AND active AND disabled_at IS NULL AND next_due_at <= %(now)s
+          AND (lease_until IS NULL OR lease_until < %(now)s)
+        FOR UPDATE SKIP LOCKED)
+    RETURNING d.*
+"""
+RELEASE_SQL = """
+    UPDATE integrations_destination SET next_due_at = %s, lease_until = NULL, lease_owner = ''
+    WHERE id = %s
+"""
 
 
 def claim_batch(destination_id) -> Claim | None:
     """Take the destination's next due batch under a lease, or None when nothing is due."""
-    now = timezone.now()
-    with transaction.atomic():
-        destination = (
-            Destination.objects.select_for_update(skip_locked=True)
-            .filter(pk=destination_id, active=True, disabled_at__isnull=True, next_due_at__lte=now)
-            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-            .first()
+    owner = uuid.uuid4().hex
+    now = timezone.now()  # the worker's clock, as everywhere else (not the transaction's)
+    with transaction.atomic(), connection.cursor() as cursor:
+        claimed = list(
+            Destination.objects.raw(
+                CLAIM_SQL,
+                {
+                    "id": destination_id,
+                    "owner": owner,
+                    "margin": settings.WEBHOOK_LEASE_MARGIN,
+                    "now": now,
+                },
+            )
         )
-        if destination is None:
+        if not claimed:
             return None
-        delivery = (
-            Delivery.objects.filter(destination=destination, state__in=OPEN_STATES, is_test=False)
-            .order_by("id")
-            .first()
+        destination = claimed[0]
+        cursor.execute(
+            """
+            SELECT id, state, next_attempt_at, attempt_count, attempt_limit, event_count
+            FROM integrations_delivery
+            WHERE destination_id = %s AND NOT is_test
+              AND state IN ('pending', 'delivering', 'retrying')
+            ORDER BY id LIMIT 1
+            """,
+            [destination.pk],
         )
-        if delivery is not None:
-            if delivery.state == DeliveryState.RETRYING and delivery.next_attempt_at > now:
-                destination.next_due_at = delivery.next_attempt_at
-                destination.save(update_fields=["next_due_at"])
+        row = cursor.fetchone()
+        if row is not None:
+            delivery_id, state, next_attempt_at, attempts, limit, event_count = row
+            if state == DeliveryState.RETRYING and next_attempt_at > now:
+                cursor.execute(RELEASE_SQL, [next_attempt_at, destination.pk])
                 return None
-            envelopes = _load_envelopes(delivery.pk)
+            cursor.execute(
+                "UPDATE integrations_delivery SET state = 'delivering', next_attempt_at = NULL, "
+                "attempt_count = attempt_count + 1 WHERE id = %s",
+                [delivery_id],
+            )
+            delivery = Delivery(
+                pk=delivery_id,
+                tenant_id=destination.tenant_id,
+                destination_id=destination.pk,
+                state=DeliveryState.DELIVERING,
+                event_count=event_count,
+                attempt_count=attempts + 1,
+                attempt_limit=limit,
+            )
+            envelopes = _load_envelopes(delivery_id)
         else:
-            delivery, envelopes = _new_batch(destination, now)
+            delivery, envelopes = _new_batch(cursor, destination, now)
             if delivery is None:
-                destination.next_due_at = None
-                destination.save(update_fields=["next_due_at"])
+                cursor.execute(RELEASE_SQL, [None, destination.pk])
                 return None
-        owner = uuid.uuid4().hex
-        delivery.state = DeliveryState.DELIVERING
-        delivery.attempt_count += 1
-        delivery.next_attempt_at = None
-        delivery.save(update_fields=["state", "attempt_count", "next_attempt_at"])
-        destination.lease_until = now + timedelta(
-            seconds=destination.timeout_seconds + settings.WEBHOOK_LEASE_MARGIN
-        )
-        destination.lease_owner = owner
-        destination.save(update_fields=["lease_until", "lease_owner"])
     return Claim(destination, delivery, envelopes, owner)
 
 
@@ -289,16 +322,20 @@ def record_attempt(delivery: Delivery, outcome: Outcome) -> None:
 def record_outcome(claim: Claim, outcome: Outcome) -> Delivery:
     """Store the attempt and move the delivery and the destination on, in one transaction."""
     alerts: list[tuple[str, str]] = []
-    with transaction.atomic():
-        destination = Destination.objects.select_for_update().get(pk=claim.destination.pk)
-        delivery = Delivery.objects.select_for_update().get(pk=claim.delivery.pk)
+    delivery = claim.delivery
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Lock the destination first: a publisher marking it due waits for us, or we see it.
+        cursor.execute(
+            "SELECT lease_owner, failing_since, health_alerted FROM integrations_destination "
+            "WHERE id = %s FOR UPDATE",
+            [claim.destination.pk],
+        )
+        row = cursor.fetchone()
         record_attempt(delivery, outcome)
-        if (
-            delivery.state != DeliveryState.DELIVERING
-            or destination.lease_owner != claim.lease_owner
-        ):
+        if row is None or row[0] != claim.lease_owner:
             # Our lease ran out and another worker took over: keep the attempt, change nothing.
             return delivery
+        _, failing_since, health_alerted = row
         now = timezone.now()
         delivery.last_status_code = outcome.status_code
         delivery.last_error_kind = outcome.error_kind
@@ -309,7 +346,7 @@ def record_outcome(claim: Claim, outcome: Outcome) -> Delivery:
         elif outcome.transient and delivery.attempt_count < delivery.attempt_limit:
             delivery.state = DeliveryState.RETRYING
             delivery.next_attempt_at = now + retry_delay(delivery, outcome)
-            delivery.failure_reason = describe_failure(outcome)
+            delivery.failure_reason = describe_failure(outcome)[:300]
         else:
             delivery.state = DeliveryState.FAILED
             delivery.finished_at = now
@@ -317,60 +354,82 @@ def record_outcome(claim: Claim, outcome: Outcome) -> Delivery:
             if outcome.transient:
                 reason = f"Gave up after {delivery.attempt_count} attempts. Last: {reason}"
             delivery.failure_reason = reason[:300]
-        delivery.save()
+        cursor.execute(
+            """
+            UPDATE integrations_delivery
+            SET state = %s, next_attempt_at = %s, finished_at = %s, last_status_code = %s,
+                last_error_kind = %s, failure_reason = %s
+            WHERE id = %s
+            """,
+            [
+                delivery.state,
+                delivery.next_attempt_at,
+                delivery.finished_at,
+                delivery.last_status_code,
+                delivery.last_error_kind,
+                delivery.failure_reason,
+                delivery.pk,
+            ],
+        )
 
-        destination.last_attempt_at = now
-        destination.last_status_code = outcome.status_code
-        destination.last_error_kind = outcome.error_kind
-        destination.last_outcome_ok = outcome.ok
-        destination.lease_until = None
-        destination.lease_owner = ""
+        update = {
+            "last_attempt_at": now,
+            "last_status_code": outcome.status_code,
+            "last_error_kind": outcome.error_kind,
+            "last_outcome_ok": outcome.ok,
+        }
         if outcome.ok:
-            if destination.health_alerted:
+            if health_alerted:
                 alerts.append(("recovered", "Deliveries succeed again."))
-            destination.last_success_at = now
-            destination.failing_since = None
-            destination.retrying = False
-            destination.health_alerted = False
+            update.update(
+                last_success_at=now, failing_since=None, retrying=False, health_alerted=False
+            )
         else:
-            destination.failing_since = destination.failing_since or now
-            destination.retrying = delivery.state == DeliveryState.RETRYING
-            if delivery.state == DeliveryState.FAILED and not destination.health_alerted:
-                destination.health_alerted = True
+            failing_since = failing_since or now
+            update.update(
+                failing_since=failing_since, retrying=delivery.state == DeliveryState.RETRYING
+            )
+            if delivery.state == DeliveryState.FAILED and not health_alerted:
+                health_alerted = True
+                update["health_alerted"] = True
                 alerts.append(("failing", delivery.failure_reason))
-            failing_for = (now - destination.failing_since).total_seconds()
+            failing_for = (now - failing_since).total_seconds()
             if failing_for >= settings.WEBHOOK_DISABLE_AFTER:
-                destination.disabled_at = now
-                destination.disabled_reason = (
+                reason = (
                     f"No successful delivery for {failing_for / 3600:.0f} hours. "
                     f"Last error: {describe_failure(outcome)}"
                 )[:300]
-                destination.health_alerted = True
-                alerts.append(("disabled", destination.disabled_reason))
-        destination.next_due_at = _next_due(destination, delivery, now)
-        destination.save(update_fields=DESTINATION_FIELDS_RECORDED)
+                update.update(disabled_at=now, disabled_reason=reason, health_alerted=True)
+                alerts.append(("disabled", reason))
+        update["next_due_at"] = _next_due(cursor, claim.destination.pk, delivery, now)
+        assignments = ", ".join(f"{column} = %s" for column in update)
+        cursor.execute(
+            f"UPDATE integrations_destination SET {assignments}, lease_until = NULL, "  # noqa: S608 (column names are ours)
+            "lease_owner = '' WHERE id = %s",
+            [*update.values(), claim.destination.pk],
+        )
         for health, reason in alerts:
-            transaction.on_commit(partial(publish_health, destination.pk, health, reason))
+            transaction.on_commit(partial(publish_health, claim.destination.pk, health, reason))
     return delivery
 
 
-def _next_due(destination: Destination, delivery: Delivery, now):
+def _next_due(cursor, destination_id, delivery: Delivery, now):
+    """When the destination next has work: the retry time, now, or never (idle)."""
     if delivery.state == DeliveryState.RETRYING:
         return delivery.next_attempt_at
-    has_more = (
-        Delivery.objects.filter(destination=destination, state__in=OPEN_STATES, is_test=False)
-        .exclude(pk=delivery.pk)
-        .exists()
+    cursor.execute(
+        """
+        SELECT EXISTS (
+            SELECT 1 FROM integrations_delivery
+            WHERE destination_id = %(id)s AND NOT is_test AND id <> %(delivery)s
+              AND state IN ('pending', 'delivering', 'retrying'))
+        OR EXISTS (
+            SELECT 1 FROM integrations_deliveryevent
+            WHERE destination_id = %(id)s AND delivery_id IS NULL)
+        """,
+        {"id": destination_id, "delivery": delivery.pk},
     )
-    if not has_more:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT 1 FROM integrations_deliveryevent "
-                "WHERE destination_id = %s AND delivery_id IS NULL LIMIT 1",
-                [destination.pk],
-            )
-            has_more = cursor.fetchone() is not None
-    return now if has_more else None
+    return now if cursor.fetchone()[0] else None
 
 
 def publish_health(destination_id, health: str, reason: str) -> None:
