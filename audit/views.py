@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from audit.forms import AuditFilterForm
 from audit.models import AuditEntry
 from audit.services import verify_chain
+from portal.filters import keyset_page
 from portal.permissions import Capability, require_capability
 
 PAGE_SIZE = 50
@@ -109,27 +110,8 @@ def verify(request: HttpRequest) -> HttpResponse:
 
 
 def _page(entries: QuerySet, *, before: int | None, after: int | None) -> Page:
-    """One page by keyset on id: a fixed number of queries however deep the page is."""
-    if after is not None:
-        newer_first = list(entries.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
-        if len(newer_first) > PAGE_SIZE:
-            rows = newer_first[:PAGE_SIZE][::-1]
-            older = _nearest_id(entries.filter(id__lt=rows[-1].id), "-id") is not None
-            return Page(rows, newer_cursor=rows[0].id, older_cursor=rows[-1].id if older else None)
-        # Fewer than a page of newer entries: show the newest page rather than a short one.
-    older_first = entries.filter(id__lt=before) if before is not None else entries
-    rows = list(older_first.order_by("-id")[: PAGE_SIZE + 1])
-    page = Page(rows[:PAGE_SIZE])
-    if len(rows) > PAGE_SIZE:
-        page.older_cursor = page.entries[-1].id
-    if before is not None and _nearest_id(entries.filter(id__gte=before), "id") is not None:
-        page.newer_cursor = page.entries[0].id if page.entries else before - 1
-    return page
-
-
-def _nearest_id(entries: QuerySet, order: str) -> int | None:
-    """The first id in keyset order: unlike exists(), the ORDER BY keeps PostgreSQL on an index."""
-    return entries.order_by(order).values_list("id", flat=True).first()
+    rows, newer, older = keyset_page(entries, before=before, after=after, size=PAGE_SIZE)
+    return Page(rows, newer_cursor=newer, older_cursor=older)
 
 
 def _changes(before: Any, after: Any) -> list[tuple[str, str | None, str | None]]:

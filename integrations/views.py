@@ -54,7 +54,7 @@ from integrations.services import (
     destination_set_active,
     destination_update,
 )
-from portal.filters import KeysetFilterForm
+from portal.filters import KeysetFilterForm, keyset_page, nearest_id
 from portal.permissions import Capability, has_capability, require_capability
 from portal.redirects import redirect_to_next
 
@@ -357,29 +357,8 @@ def _redirect_back(request: HttpRequest, default: str, **kwargs) -> HttpResponse
 def _deliveries_page(
     deliveries: QuerySet, *, before: int | None, after: int | None
 ) -> DeliveryPage:
-    """One page by keyset on id (no OFFSET, no COUNT): at most two queries however deep."""
-    if after is not None:
-        newer_first = list(deliveries.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
-        if len(newer_first) > PAGE_SIZE:
-            rows = newer_first[:PAGE_SIZE][::-1]
-            older = _nearest_id(deliveries.filter(id__lt=rows[-1].id), "-id") is not None
-            return DeliveryPage(
-                rows, newer_cursor=rows[0].id, older_cursor=rows[-1].id if older else None
-            )
-        # Fewer than a page of newer deliveries: show the newest page rather than a short one.
-    older_first = deliveries.filter(id__lt=before) if before is not None else deliveries
-    rows = list(older_first.order_by("-id")[: PAGE_SIZE + 1])
-    page = DeliveryPage(rows[:PAGE_SIZE])
-    if len(rows) > PAGE_SIZE:
-        page.older_cursor = page.rows[-1].id
-    if before is not None and _nearest_id(deliveries.filter(id__gte=before), "id") is not None:
-        page.newer_cursor = page.rows[0].id if page.rows else before - 1
-    return page
-
-
-def _nearest_id(deliveries: QuerySet, order: str) -> int | None:
-    """The first id in keyset order: unlike exists(), the ORDER BY keeps PostgreSQL on an index."""
-    return deliveries.order_by(order).values_list("id", flat=True).first()
+    rows, newer, older = keyset_page(deliveries, before=before, after=after, size=PAGE_SIZE)
+    return DeliveryPage(rows, newer_cursor=newer, older_cursor=older)
 
 
 def _deliveries_context(request: HttpRequest, destination: Destination) -> dict[str, Any]:
@@ -439,7 +418,7 @@ def _render_detail(
     if deliveries["filter_form"].errors and status == 200:
         status = 400
     has_failed = can_manage and (
-        _nearest_id(
+        nearest_id(
             Delivery.objects.filter(
                 destination=destination, state=DeliveryState.FAILED, is_test=False
             ),

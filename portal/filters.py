@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django import forms
+from django.db.models import QuerySet
 
 # Ids are bigint: a larger cursor would make PostgreSQL raise instead of returning nothing.
 MAX_ID = 2**63 - 1
@@ -58,3 +59,30 @@ class KeysetFilterForm(forms.Form):
         if data.get("before") is not None and data.get("after") is not None:
             raise forms.ValidationError("Page with either “before” or “after”, not both.")
         return data
+
+
+def nearest_id(rows: QuerySet, order: str) -> int | None:
+    """The first id in keyset order: unlike exists(), the ORDER BY keeps PostgreSQL on an index."""
+    return rows.order_by(order).values_list("id", flat=True).first()
+
+
+def keyset_page(
+    rows: QuerySet, *, before: int | None, after: int | None, size: int
+) -> tuple[list, int | None, int | None]:
+    """One newest-first page by keyset on id, as (rows, newer_cursor, older_cursor): a fixed
+    number of queries however deep the page is (no OFFSET, no COUNT)."""
+    if after is not None:
+        newer_first = list(rows.filter(id__gt=after).order_by("id")[: size + 1])
+        if len(newer_first) > size:
+            page = newer_first[:size][::-1]
+            older = nearest_id(rows.filter(id__lt=page[-1].id), "-id") is not None
+            return page, page[0].id, page[-1].id if older else None
+        # Fewer than a page of newer rows: show the newest page rather than a short one.
+    older_first = rows.filter(id__lt=before) if before is not None else rows
+    fetched = list(older_first.order_by("-id")[: size + 1])
+    page = fetched[:size]
+    older_cursor = page[-1].id if len(fetched) > size else None
+    newer_cursor = None
+    if before is not None and nearest_id(rows.filter(id__gte=before), "id") is not None:
+        newer_cursor = page[0].id if page else before - 1
+    return page, newer_cursor, older_cursor
