@@ -2,6 +2,29 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
 from portal.models import ApiToken, Membership, Tenant, User
+from portal.services import membership_remove, membership_set
+
+
+class AuditedMembershipAdminMixin:
+    """Membership changes made in the admin go through the audited services."""
+
+    def save_membership(self, request, membership: Membership) -> None:
+        if membership.pk:
+            # A changed tenant or user is a removal plus an addition, both audited.
+            stored = Membership.objects.get(pk=membership.pk)
+            if (stored.user_id, stored.tenant_id) != (membership.user_id, membership.tenant_id):
+                membership_remove(membership=stored, actor=request.user)
+                membership.pk = None
+        saved = membership_set(
+            user=membership.user,
+            tenant=membership.tenant,
+            role=membership.role,
+            actor=request.user,
+        )
+        membership.pk = saved.pk
+
+    def delete_membership(self, request, membership: Membership) -> None:
+        membership_remove(membership=membership, actor=request.user)
 
 
 class MembershipInline(admin.TabularInline):
@@ -11,11 +34,23 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(AuditedMembershipAdminMixin, BaseUserAdmin):
     ordering = ["email"]
     list_display = ["email", "first_name", "last_name", "is_staff", "is_active"]
     search_fields = ["email", "first_name", "last_name"]
     inlines = [MembershipInline]
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        memberships = formset.save(commit=False)
+        for membership in formset.deleted_objects:
+            self.delete_membership(request, membership)
+        for membership in memberships:
+            membership.user = form.instance
+            self.save_membership(request, membership)
+        formset.save_m2m()
+
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Personal info", {"fields": ("first_name", "last_name")}),
@@ -33,10 +68,20 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedMembershipAdminMixin, admin.ModelAdmin):
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = ["role", "tenant"]
     search_fields = ["user__email", "tenant__name"]
+
+    def save_model(self, request, obj, form, change):
+        self.save_membership(request, obj)
+
+    def delete_model(self, request, obj):
+        self.delete_membership(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset.select_related("user", "tenant"):
+            self.delete_membership(request, membership)
 
 
 @admin.register(ApiToken)
