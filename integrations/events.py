@@ -58,6 +58,17 @@ def parse_event_time(value: Any) -> datetime:
     raise PublishError({"event_time": "Use ISO 8601 text or Unix milliseconds."})
 
 
+def _contains_nul(value: Any) -> bool:
+    """PostgreSQL's jsonb cannot store U+0000, in keys or in strings."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
 def validate_event(
     *, event_id: Any, event_type: Any, severity: Any, event_time: Any, payload: Any
 ) -> tuple[uuid.UUID, str, str, datetime, dict]:
@@ -87,7 +98,7 @@ def validate_event(
             errors["event"] = (
                 f"The event is {size} bytes; the limit is {settings.WEBHOOK_MAX_EVENT_BYTES}."
             )
-        elif size >= 0 and "\\u0000" in json.dumps(payload):
+        elif size >= 0 and _contains_nul(payload):
             errors["event"] = "The event must not contain NUL characters."
     try:
         parsed_time = parse_event_time(event_time)

@@ -126,6 +126,8 @@ def test_publishing_the_same_event_id_twice_stores_it_once(setup):
         ({"event_type": "detection.alert", "payload": {}, "event_id": "x"}, "event_id"),
         ({"event_type": "detection.alert", "payload": {}, "event_time": "yesterday"}, "event_time"),
         ({"event_type": "detection.alert", "payload": {"x": "y" * 300_000}}, "event"),
+        ({"event_type": "detection.alert", "payload": {"x": ["a\x00b"]}}, "event"),
+        ({"event_type": "detection.alert", "payload": {"k\x00": 1}}, "event"),
     ],
 )
 def test_bad_events_are_refused_with_a_clear_error(setup, data, error_field):
@@ -134,6 +136,14 @@ def test_bad_events_are_refused_with_a_clear_error(setup, data, error_field):
         event_publish(tenant=tenant, **data)
     assert error_field in error.value.errors
     assert not Event.objects.exclude(event_type="audit_log").exists()
+
+
+def test_a_literal_backslash_u0000_is_ordinary_text(setup):
+    tenant, _, _ = setup
+    text = "C:\\u0000 is not a NUL"
+    published = event_publish(tenant=tenant, event_type="detection.alert", payload={"p": text})
+    published.event.refresh_from_db()
+    assert published.event.payload == {"p": text}
 
 
 def test_filters_event_types_and_minimum_severity(setup, tenant_a, receiver):
