@@ -10,6 +10,7 @@ due work and expired leases, so a lost task or a killed worker only delays deliv
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -119,8 +120,6 @@ def _load_envelopes(delivery_id: int) -> list[dict]:
 def _envelope(row) -> dict:
     event_id, event_type, event_time, severity, slug, payload = row
     if isinstance(payload, str):  # psycopg hands jsonb back parsed; be safe either way
-        import json
-
         payload = json.loads(payload)
     return event_envelope(
         event_id=event_id,

@@ -531,20 +531,21 @@ def destination_edit(request: HttpRequest, destination_id) -> HttpResponse:
     return render(request, "integrations/destination_edit.html", context, status=status)
 
 
+def _set_active(request: HttpRequest, destination_id, *, active: bool) -> HttpResponse:
+    destination = _get_destination(request, destination_id)
+    destination_set_active(destination=destination, actor=request.user, active=active)
+    messages.success(request, "Destination activated." if active else "Destination paused.")
+    return redirect("integrations:destination_detail", destination_id=destination.pk)
+
+
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
 def destination_pause(request: HttpRequest, destination_id) -> HttpResponse:
-    destination = _get_destination(request, destination_id)
-    destination_set_active(destination=destination, actor=request.user, active=False)
-    messages.success(request, "Destination paused.")
-    return redirect("integrations:destination_detail", destination_id=destination.pk)
+    return _set_active(request, destination_id, active=False)
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
 def destination_activate(request: HttpRequest, destination_id) -> HttpResponse:
-    destination = _get_destination(request, destination_id)
-    destination_set_active(destination=destination, actor=request.user, active=True)
-    messages.success(request, "Destination activated.")
-    return redirect("integrations:destination_detail", destination_id=destination.pk)
+    return _set_active(request, destination_id, active=True)
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)

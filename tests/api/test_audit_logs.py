@@ -8,15 +8,9 @@ from audit.models import AuditEntry
 from audit.services import record
 from portal.models import ApiToken
 from portal.tokens import api_token_create, api_token_revoke
-from tests.api import API, ApiClient, api_client, block_network
+from tests.api import API, ApiClient, api_client
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch, settings):
-    """No test here reaches the network."""
-    block_network(monkeypatch, settings)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_network")]
 
 
 AUDIT = f"{API}/audit-logs"

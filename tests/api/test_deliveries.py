@@ -9,15 +9,9 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from integrations.models import Delivery, DeliveryState
-from tests.api import API, api_client, block_network, make_delivery, make_destination
+from tests.api import API, api_client, make_delivery, make_destination
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch, settings):
-    """No test here reaches the network."""
-    block_network(monkeypatch, settings)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_network")]
 
 
 @pytest.fixture

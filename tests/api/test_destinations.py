@@ -14,20 +14,11 @@ from tests.api import (
     GIVEN_SECRET,
     HEADER_VALUE,
     api_client,
-    block_network,
-    install_fake_sender,
     make_destination,
 )
 from tests.factories import TenantFactory
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fake_sender(monkeypatch, settings):
-    """No test here reaches the network; `POST .../test` answers through a FakeSender."""
-    block_network(monkeypatch, settings)
-    return install_fake_sender(monkeypatch)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_sender")]
 
 
 DESTINATIONS = f"{API}/integrations/destinations"

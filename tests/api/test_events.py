@@ -8,15 +8,9 @@ import pytest
 
 from integrations.catalogue import EventType
 from integrations.models import DeliveryEvent, Event
-from tests.api import API, api_client, block_network, make_destination
+from tests.api import API, api_client, make_destination
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch, settings):
-    """No test here reaches the network."""
-    block_network(monkeypatch, settings)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_network")]
 
 
 EVENTS = f"{API}/events"

@@ -11,20 +11,11 @@ from tests.api import (
     HEADER_VALUE,
     ApiClient,
     api_client,
-    block_network,
-    install_fake_sender,
     make_delivery,
     make_destination,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fake_sender(monkeypatch, settings):
-    """No test here reaches the network; `POST .../test` answers through a FakeSender."""
-    block_network(monkeypatch, settings)
-    return install_fake_sender(monkeypatch)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_sender")]
 
 
 SCHEMA = api.get_openapi_schema()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db.models import F
 from django.utils import timezone
 
 from integrations.catalogue import EventType
@@ -39,7 +38,3 @@ def advance_retries(destination: Destination) -> None:
     Destination.objects.filter(pk=destination.pk, next_due_at__isnull=False).update(
         next_due_at=now, lease_until=None
     )
-
-
-def shift(delta) -> F:
-    return F("next_attempt_at") - delta
