@@ -38,13 +38,6 @@ def banner() -> str:
 """
 
 
-def has_command(name: str) -> bool:
-    return any(
-        (ROOT / app / "management" / "commands" / f"{name}.py").exists()
-        for app in ("portal", "integrations", "audit")
-    )
-
-
 def main() -> int:
     print(banner(), flush=True)
     env = {**os.environ}
@@ -67,14 +60,12 @@ def main() -> int:
         manage = [PYTHON, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
         subprocess.run([*manage, "demo"], env=env, check=True)
-        plan = [[*manage, "runserver", "127.0.0.1:8000"]]
-        if has_command("demo_receiver"):
-            plan.append(
-                [*manage, "demo_receiver", "--port", str(RECEIVER_PORT), "--fail-rate", "0.2"]
-            )
-        plan.append([*manage, "qcluster"])
-        if has_command("simulate_events"):
-            plan.append([*manage, "simulate_events", "--tenant", "acme", "--rate", "1"])
+        plan = [
+            [*manage, "runserver", "127.0.0.1:8000"],
+            [*manage, "demo_receiver", "--port", str(RECEIVER_PORT), "--fail-rate", "0.2"],
+            [*manage, "qcluster"],
+            [*manage, "simulate_events", "--tenant", "acme", "--rate", "1"],
+        ]
         for command in plan:
             # Own process group each, so that we end exactly what we started.
             children.append(subprocess.Popen(command, env=env, start_new_session=True))
