@@ -10,3 +10,10 @@ class IntegrationsConfig(AppConfig):
 
         # Every audit entry is also an `audit_log` event (SPEC §8).
         audit_services.PUBLISH_HOOK["publish"] = publish_audit_entry
+
+        from django_q.signals import post_spawn
+
+        from integrations.delivery.loop import on_worker_spawn
+
+        # Each worker of the cluster stops cleanly on SIGTERM and starts delivery loops.
+        post_spawn.connect(on_worker_spawn, dispatch_uid="integrations.delivery.loop")

@@ -148,9 +148,13 @@ def event_publish(
 
 
 def matching_destinations(tenant: Tenant, event_type: str, severity: str) -> list[Destination]:
-    """Active destinations of the tenant, and of its parent when they include child accounts."""
+    """Destinations of the tenant, and of its parent when they include child accounts.
+
+    Paused and disabled destinations match too: their events are held and go out in order
+    when they are activated again.
+    """
     tenant_ids = [tenant.pk] + ([tenant.parent_id] if tenant.parent_id else [])
-    candidates = Destination.objects.filter(tenant_id__in=tenant_ids, active=True).only(
+    candidates = Destination.objects.filter(tenant_id__in=tenant_ids).only(
         "id", "tenant_id", "event_types", "min_severity", "include_child_tenants"
     )
     return [
@@ -162,11 +166,11 @@ def matching_destinations(tenant: Tenant, event_type: str, severity: str) -> lis
 
 def fan_out(event: Event, tenant: Tenant) -> list:
     """Queue the event for every matching destination and wake the idle ones after commit."""
-    from integrations import engine
+    from integrations import outbox
 
     destination_ids = [
         d.pk for d in matching_destinations(tenant, event.event_type, event.severity)
     ]
     if destination_ids:
-        engine.enqueue_items(event.pk, destination_ids)
+        outbox.enqueue([event.pk] * len(destination_ids), destination_ids)
     return destination_ids

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -84,8 +83,15 @@ class Destination(TenantOwnedModel):
     failing_since = models.DateTimeField(null=True, blank=True)
     retrying = models.BooleanField(default=False)
     health_alerted = models.BooleanField(default=False)
+    # Failed attempts since the last 2xx: auto-disable counts a run of failures, not one.
+    failed_attempts_in_row = models.PositiveIntegerField(default=0)
+    # The circuit breaker: permanent failures in a row, and since when the stream is held.
+    permanent_failures_in_row = models.PositiveSmallIntegerField(default=0)
+    held_since = models.DateTimeField(null=True, blank=True)
+    hold_reason = models.CharField(max_length=300, blank=True)
 
-    # The work queue: when this destination next has something due, and who holds it.
+    # The work queue: when this destination next has something due, and who holds it. A lease
+    # is valid until `lease_until` (database clock) while its owner's advisory lock is held.
     next_due_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=64, blank=True)
@@ -223,6 +229,10 @@ class Delivery(TenantOwnedModel):
     is_test = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The attempt count when the retry schedule last (re)started: a resend starts it anew.
+    schedule_start = models.PositiveSmallIntegerField(default=0)
+    # The outbox position of the batch's first event: open batches go out in this order.
+    first_item_id = models.BigIntegerField(default=0)
 
     class Meta:
         indexes = [
@@ -246,10 +256,10 @@ class Delivery(TenantOwnedModel):
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
 
-    def retry_delay(self, attempt_number: int) -> timedelta:
-        """The base delay after the given attempt (1-based), before jitter."""
-        schedule = settings.WEBHOOK_RETRY_SCHEDULE
-        return timedelta(seconds=schedule[min(attempt_number - 1, len(schedule) - 1)])
+    @property
+    def attempt_in_schedule(self) -> int:
+        """This attempt's place in the retry schedule (1 after creation or a resend)."""
+        return max(1, self.attempt_count - self.schedule_start)
 
 
 class DeliveryEvent(models.Model):
@@ -267,9 +277,10 @@ class DeliveryEvent(models.Model):
             models.UniqueConstraint(fields=["destination", "event"], name="one_item_per_event")
         ]
         indexes = [
+            # Waiting events in outbox order (the order in which they were accepted).
             models.Index(
-                fields=["destination", "event"],
-                name="outbox_waiting",
+                fields=["destination", "id"],
+                name="outbox_waiting_order",
                 condition=Q(delivery__isnull=True),
             ),
             models.Index(fields=["delivery"], name="outbox_delivery"),
@@ -345,3 +356,33 @@ class ResendJob(TenantOwnedModel):
     @property
     def percent(self) -> int:
         return 100 if not self.total else min(100, round(100 * self.done / self.total))
+
+
+class DeliveryWorker(models.Model):
+    """A delivery loop of the worker cluster, with its heartbeat (shown to staff)."""
+
+    key = models.BigIntegerField(primary_key=True)  # also its advisory lock key
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    slot = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    in_flight = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveBigIntegerField(default=0)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["slot", "-started_at"]
+
+    def __str__(self) -> str:
+        return f"Delivery loop {self.slot} ({self.hostname}:{self.pid})"
+
+
+class DeliveryCounter(models.Model):
+    """Monotonic counters for /metrics, flushed by the delivery loops."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"

@@ -125,8 +125,9 @@ def destination_set_active(*, destination: Destination, actor, active: bool) -> 
         destination.disabled_at = None
         destination.disabled_reason = ""
         destination.failing_since = None
-        _resume(destination)
     destination.save()
+    if active:
+        _resume(destination)
     record(
         tenant=destination.tenant,
         actor=actor,
@@ -177,7 +178,12 @@ def destination_rotate_secret(
 
 @transaction.atomic
 def destination_delete(*, destination: Destination, actor) -> None:
-    """Delete the destination with its deliveries (its events stay for other destinations)."""
+    """Delete the destination with its deliveries (its events stay for other destinations).
+
+    The row is locked first, as the engine locks it to record an attempt: a send that ends
+    during the delete records nothing (the destination is gone), or finishes recording first.
+    """
+    destination = Destination.objects.select_for_update().get(pk=destination.pk)
     record(
         tenant=destination.tenant,
         actor=actor,
@@ -255,8 +261,10 @@ class NotResendable(ValueError):
 
 
 def _reopen(delivery: Delivery) -> None:
+    """Open a failed batch again with a fresh allowance and a retry schedule that restarts."""
     delivery.state = DeliveryState.PENDING
     delivery.attempt_limit = delivery.attempt_count + settings.WEBHOOK_MAX_ATTEMPTS
+    delivery.schedule_start = delivery.attempt_count
     delivery.next_attempt_at = None
     delivery.finished_at = None
     delivery.failure_reason = ""
@@ -323,7 +331,14 @@ def resend_job_run(job_id: int, *, chunk: int = 500) -> ResendJob:
                 _reopen(delivery)
             Delivery.objects.bulk_update(
                 batch,
-                ["state", "attempt_limit", "next_attempt_at", "finished_at", "failure_reason"],
+                [
+                    "state",
+                    "attempt_limit",
+                    "schedule_start",
+                    "next_attempt_at",
+                    "finished_at",
+                    "failure_reason",
+                ],
             )
             ResendJob.objects.filter(pk=job_id).update(done=F("done") + len(batch))
             if batch:

@@ -72,8 +72,14 @@ class PreparedRequest:
     delivery_uuid: uuid.UUID
 
 
-def prepare(destination: Destination, body: bytes) -> PreparedRequest:
-    """Headers for one attempt: a new delivery UUID and timestamp, signed with current keys."""
+def prepare(
+    destination: Destination, body: bytes, *, message_id: str | None = None
+) -> PreparedRequest:
+    """Headers for one attempt: a new delivery UUID and timestamp, signed with current keys.
+
+    `message_id` names the batch, the same across its retries (signature schemes that
+    cover an id use it).
+    """
     delivery_uuid = uuid.uuid4()
     secret = destination.secret()
     headers = {

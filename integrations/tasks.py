@@ -1,4 +1,4 @@
-"""django-q2 entry points: thin, they load by id and call the engine."""
+"""django-q2 entry points: thin, they load by id and call the engine or a service."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from integrations import engine
+from integrations.delivery import loop
 
 _broker = None
 
@@ -19,28 +20,31 @@ def _get_broker():
     return _broker
 
 
-def enqueue_drain(destination_id) -> None:
-    """Wake a worker for one destination."""
+def enqueue_delivery_loop() -> None:
+    """Queue a delivery loop task (it exits at once when every loop slot is taken)."""
     if not settings.WEBHOOK_ENQUEUE:
         return
     async_task(
-        "integrations.tasks.drain_destination",
-        str(destination_id),
+        "integrations.tasks.delivery_loop",
         broker=_get_broker(),
         save=False,
+        timeout=settings.WEBHOOK_LOOP_TASK_TIMEOUT,
     )
 
 
-def drain_destination(destination_id: str) -> int:
-    return engine.drain(destination_id)
+def delivery_loop() -> int:
+    """Run a delivery loop for its slice, then queue its successor; the attempts made."""
+    result = loop.run_loop()
+    if result.slot is not None and not result.stopped:
+        enqueue_delivery_loop()
+    if loop.STOP.is_set():
+        raise SystemExit(0)  # SIGTERM to this worker: end the process once recorded
+    return result.attempts
 
 
 def sweep_loop() -> int:
-    """The sweeper: runs for a minute, then queues its successor (a schedule is the watchdog)."""
-    rounds = engine.sweep_loop()
-    if rounds and settings.WEBHOOK_ENQUEUE:
-        async_task("integrations.tasks.sweep_loop", broker=_get_broker(), save=False)
-    return rounds
+    """The schedule's watchdog (kept under its old name): make sure delivery loops run."""
+    return delivery_loop()
 
 
 def purge_retention() -> int:

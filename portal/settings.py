@@ -186,8 +186,10 @@ REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="oneprotect"),
     "workers": env.int("Q_WORKERS", default=4),
+    # Tasks other than the delivery loops; a loop sets its own timeout (see below), and
+    # "retry" (when the ORM broker hands out an unacknowledged task again) exceeds both.
     "timeout": 120,
-    "retry": 180,
+    "retry": 420,
     "max_attempts": 1,
     "queue_limit": 200,
     "bulk": 10,
@@ -235,6 +237,26 @@ WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
 WEBHOOK_SECRET_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_OVERLAP_HOURS", default=24)
 WEBHOOK_LEASE_MARGIN = env.int("WEBHOOK_LEASE_MARGIN", default=15)
 WEBHOOK_SWEEP_INTERVAL = env.float("WEBHOOK_SWEEP_INTERVAL", default=2.0)
+# A destination's timeout is 1 to WEBHOOK_TIMEOUT_MAX seconds; each attempt ends within it + 1.
+WEBHOOK_TIMEOUT_MAX = 300
+# The delivery loops: asyncio loops running as long django-q2 tasks, each with many sends in
+# flight. By default half the cluster's workers (at least 1) run loops; the rest run other
+# tasks (test sends, resends, retention).
+WEBHOOK_DELIVERY_LOOPS = env.int(
+    "WEBHOOK_DELIVERY_LOOPS", default=max(1, Q_CLUSTER["workers"] // 2)
+)
+WEBHOOK_MAX_IN_FLIGHT = env.int("WEBHOOK_MAX_IN_FLIGHT", default=200)  # sends per loop
+WEBHOOK_TENANT_MAX_IN_FLIGHT = env.int("WEBHOOK_TENANT_MAX_IN_FLIGHT", default=100)
+WEBHOOK_LOOP_SLICE = env.float("WEBHOOK_LOOP_SLICE", default=30.0)  # then a fresh task
+WEBHOOK_POLL_INTERVAL = env.float("WEBHOOK_POLL_INTERVAL", default=1.0)  # safety net
+# A loop task's limit: its slice, then the longest attempt it may still wait for, plus room.
+WEBHOOK_LOOP_TASK_TIMEOUT = int(WEBHOOK_LOOP_SLICE + WEBHOOK_TIMEOUT_MAX + 1 + 30)
+if Q_CLUSTER["retry"] <= WEBHOOK_LOOP_TASK_TIMEOUT:
+    Q_CLUSTER["retry"] = WEBHOOK_LOOP_TASK_TIMEOUT + 30
+# Auto-disable needs this many failed attempts in a row as well as WEBHOOK_DISABLE_AFTER.
+WEBHOOK_DISABLE_MIN_FAILURES = env.int("WEBHOOK_DISABLE_MIN_FAILURES", default=5)
+# /metrics: staff, or `Authorization: Bearer <METRICS_TOKEN>` when set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 WEBHOOK_TEST_TIMEOUT = env.int("WEBHOOK_TEST_TIMEOUT", default=10)
 WEBHOOK_USER_AGENT = "OneProtect-Webhooks/1.0 (+https://oneprotect.example/docs/webhooks)"
 # Tests that drive the engine by hand turn off queueing of wake-up tasks.

@@ -1,0 +1,359 @@
+"""The delivery loop: many sends in flight in one worker process of the django-q2 cluster.
+
+A loop runs as a long django-q2 task (`integrations.tasks.delivery_loop`) for a slice of time,
+then queues its successor, so that the cluster stays in charge of the process. It holds one of
+`WEBHOOK_DELIVERY_LOOPS` slots (an advisory lock), so a cluster runs a fixed number of loops
+whatever number of loop tasks are queued.
+
+One iteration: record the outcomes of the sends that finished (one transaction), claim as many
+due destinations as there are free places (one transaction), start their sends, then sleep
+until a send finishes, a publisher notifies (`LISTEN`), a retry falls due, or the poll
+interval passes. The database work runs on one thread of its own (Django's ORM is
+synchronous); the event loop only sends. Each send is bounded by the destination's timeout
+(see `client`), so the loop never waits on a receiver longer than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from integrations import engine
+from integrations.delivery.client import AsyncSender, Outcome
+from integrations.models import DeliveryWorker, ErrorKind
+
+logger = logging.getLogger("integrations.delivery")
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+HEARTBEAT_SECONDS = 2.0
+SHUTDOWN_GRACE_SECONDS = 3.0
+INTERRUPTED_DETAIL = "The worker cluster stopped during this attempt; it will be retried."
+
+# Set when this process must stop (SIGTERM to the worker, or its cluster stopping).
+STOP = threading.Event()
+_cluster_stop_event: Any = None  # the django-q2 Sentinel's stop event, found at spawn
+
+
+def stopping() -> bool:
+    return STOP.is_set() or bool(_cluster_stop_event is not None and _cluster_stop_event.is_set())
+
+
+@dataclass
+class LoopResult:
+    slot: int | None
+    attempts: int
+    stopped: bool  # ended because the process or cluster is stopping (no successor)
+
+
+class DeliveryLoop:
+    def __init__(self, *, capacity: int, slice_seconds: float) -> None:
+        self.capacity = max(1, capacity)
+        self.slice_seconds = slice_seconds
+        self.db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
+        self.sender = AsyncSender()
+        self.in_flight: dict[Any, asyncio.Task] = {}
+        self.finished: list[tuple[engine.Claim, Outcome]] = []
+        self.kick = asyncio.Event()
+        self.counters: Counter[str] = Counter()
+        self.attempts = 0
+        self.slot: int | None = None
+        self.key: int | None = None
+        self.started_at = timezone.now()
+
+    # Database (one thread, one connection) -------------------------------------------------
+    async def db(self, function, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db_pool, lambda: function(*args, **kwargs))
+
+    def _take_slot(self) -> int | None:
+        close_old_connections()
+        self.key = engine.owner_key()
+        with connection.cursor() as cursor:
+            for slot in range(max(1, settings.WEBHOOK_DELIVERY_LOOPS)):
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [engine.SLOT_LOCK_NS, slot])
+                if cursor.fetchone()[0]:
+                    return slot
+        return None
+
+    def _release(self) -> None:
+        try:
+            DeliveryWorker.objects.filter(key=self.key).update(
+                stopped_at=timezone.now(), in_flight=0
+            )
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock_all()")
+        except Exception:
+            logger.warning("could not release the loop's locks", exc_info=True)
+        finally:
+            engine.forget_owner()
+            connection.close()
+
+    def _heartbeat(self, counters: dict[str, int]) -> None:
+        now = timezone.now()
+        DeliveryWorker.objects.update_or_create(
+            key=self.key,
+            defaults={
+                "hostname": socket.gethostname()[:255],
+                "pid": os.getpid(),
+                "slot": self.slot or 0,
+                "started_at": self.started_at,
+                "heartbeat_at": now,
+                "in_flight": len(self.in_flight),
+                "attempts": self.attempts,
+                "stopped_at": None,
+            },
+        )
+        if counters:
+            names = sorted(counters)
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    """
+                    INSERT INTO integrations_deliverycounter (name, value)
+                    SELECT * FROM unnest(%s::text[], %s::bigint[])
+                    ON CONFLICT (name) DO UPDATE
+                    SET value = integrations_deliverycounter.value + EXCLUDED.value
+                    """,
+                    [names, [counters[n] for n in names]],
+                )
+        if self.slot == 0:
+            engine.sweep()
+            DeliveryWorker.objects.filter(
+                heartbeat_at__lt=now - timezone.timedelta(days=1)
+            ).delete()
+
+    def _claim(self, limit: int):
+        claims, lost = engine.claim_many(owner=self.key, limit=limit)
+        engine.record_lost(lost)
+        return claims, len(lost)
+
+    def _record(self, results):
+        try:
+            return engine.record_many(results)
+        except Exception:
+            # One bad outcome must not block the others: record them one by one.
+            logger.exception("recording %d outcomes failed; recording one by one", len(results))
+            recorded = []
+            for result in results:
+                try:
+                    recorded += engine.record_many([result])
+                except Exception:
+                    logger.exception("could not record an outcome; its lease will expire")
+            return recorded
+
+    # Sending -------------------------------------------------------------------------------
+    async def _send(self, claim: engine.Claim) -> None:
+        started = time.perf_counter()
+        try:
+            if claim.request is None:
+                outcome = engine.failed_outcome(claim, claim.error or "Could not prepare.")
+            else:
+                # The client bounds the attempt; this outer bound only guards the guard.
+                outcome = await asyncio.wait_for(
+                    self.sender.send(claim.destination, claim.request, timeout=claim.timeout),
+                    timeout=claim.timeout + 1.0,
+                )
+        except asyncio.CancelledError:
+            outcome = engine.failed_outcome(claim, INTERRUPTED_DETAIL)
+            outcome.request_headers = claim.request.shown_headers if claim.request else {}
+            self.finished.append((claim, outcome))
+            raise
+        except Exception as error:  # never leave a claim without an outcome
+            logger.exception("unexpected error sending to %s", claim.destination.pk)
+            outcome = engine.failed_outcome(
+                claim,
+                f"Unexpected error during the attempt ({type(error).__name__}).",
+                ErrorKind.TIMEOUT if isinstance(error, TimeoutError) else ErrorKind.OTHER,
+            )
+        self._observe(time.perf_counter() - started)
+        self.finished.append((claim, outcome))
+        self.kick.set()
+
+    def _observe(self, seconds: float) -> None:
+        self.counters["attempt_duration_count"] += 1
+        self.counters["attempt_duration_sum_ms"] += int(seconds * 1000)
+        for bound in DURATION_BUCKETS:
+            if seconds <= bound:
+                self.counters[f"attempt_duration_le_{bound:g}"] += 1
+
+    def _start(self, claims: list[engine.Claim]) -> None:
+        for claim in claims:
+            task = asyncio.create_task(self._send(claim))
+            key = claim.destination.pk
+            self.in_flight[key] = task
+            task.add_done_callback(lambda _t, k=key: self.in_flight.pop(k, None))
+
+    async def _flush(self) -> None:
+        if not self.finished:
+            return
+        results, self.finished = self.finished, []
+        recorded = await self.db(self._record, results)
+        self.attempts += len(results)
+        for item in recorded:
+            self.counters[f"attempts_{item.action}"] += 1
+
+    # Wake-ups ------------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        """LISTEN for publishers' notifications; reconnect with a backoff when it fails."""
+        params = dict(connection.get_connection_params())
+        for name in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
+            params.pop(name, None)
+        delay = 0.5
+        while True:
+            try:
+                aconn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+                async with aconn:
+                    await aconn.execute(f"LISTEN {engine.NOTIFY_CHANNEL}")
+                    delay = 0.5
+                    self.kick.set()  # anything published while we were not listening
+                    async for _ in aconn.notifies():
+                        self.kick.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("LISTEN failed; polling until it is back", exc_info=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.kick.wait(), timeout=max(0.0, seconds))
+
+    # The loop ------------------------------------------------------------------------------
+    async def run(self) -> LoopResult:
+        self.slot = await self.db(self._take_slot)
+        if self.slot is None:
+            await self.db(self._release)
+            self.db_pool.shutdown()
+            return LoopResult(None, 0, stopping())
+        listener = asyncio.create_task(self._listen())
+        end = time.monotonic() + self.slice_seconds
+        next_beat = 0.0
+        poll = settings.WEBHOOK_POLL_INTERVAL
+        try:
+            while not stopping() and time.monotonic() < end:
+                self.kick.clear()
+                await self._flush()
+                free = self.capacity - len(self.in_flight)
+                claimed = 0
+                if free > 0:
+                    claims, _ = await self.db(self._claim, free)
+                    self._start(claims)
+                    claimed = len(claims)
+                if time.monotonic() >= next_beat:
+                    counters, self.counters = dict(self.counters), Counter()
+                    await self.db(self._heartbeat, counters)
+                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
+                if claimed and claimed == free:
+                    await asyncio.sleep(0)  # more may be due: claim again once a place frees
+                    if len(self.in_flight) < self.capacity:
+                        continue
+                # Wake at least twice a second to notice a stopping cluster.
+                wait = min(poll, 0.5, max(0.0, end - time.monotonic()))
+                if not claimed and not self.finished:
+                    wait = max(0.05, min(wait, await self.db(engine.next_due_in, wait)))
+                if self.finished:
+                    continue
+                await self._wait(wait)
+        except Exception:
+            logger.exception("the delivery loop failed; its sends are being recorded")
+        finally:
+            await self._wind_down()
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+            await self.sender.close()
+            counters, self.counters = dict(self.counters), Counter()
+            with contextlib.suppress(Exception):
+                await self.db(self._heartbeat, counters)
+            await self.db(self._release)
+            self.db_pool.shutdown()
+        return LoopResult(self.slot, self.attempts, stopping())
+
+    async def _wind_down(self) -> None:
+        """Let sends finish (bounded by their deadlines, or a short grace when stopping)."""
+        deadline = time.monotonic() + (
+            SHUTDOWN_GRACE_SECONDS if stopping() else settings.WEBHOOK_TIMEOUT_MAX + 2
+        )
+        while self.in_flight and time.monotonic() < deadline:
+            pending = list(self.in_flight.values())
+            wait = max(0.0, deadline - time.monotonic())
+            if stopping():
+                wait = min(wait, max(0.0, SHUTDOWN_GRACE_SECONDS))
+            await asyncio.wait(pending, timeout=min(wait, 1.0))
+            await self._flush()
+            if stopping() and time.monotonic() >= deadline:
+                break
+        for task in list(self.in_flight.values()):
+            task.cancel()
+        if self.in_flight:
+            await asyncio.wait(list(self.in_flight.values()), timeout=1.0)
+        await self._flush()
+
+
+def run_loop(*, capacity: int | None = None, slice_seconds: float | None = None) -> LoopResult:
+    """Run one delivery loop to the end of its slice in this (worker) process."""
+    loop = DeliveryLoop(
+        capacity=capacity or settings.WEBHOOK_MAX_IN_FLIGHT,
+        slice_seconds=settings.WEBHOOK_LOOP_SLICE if slice_seconds is None else slice_seconds,
+    )
+    _loop_running.set()
+    try:
+        return asyncio.run(loop.run())
+    finally:
+        _loop_running.clear()
+
+
+# Cluster integration ----------------------------------------------------------------------
+def on_worker_spawn(sender=None, proc_name: str = "", **kwargs) -> None:
+    """In each new worker: stop cleanly on SIGTERM, and make sure delivery loops run."""
+    global _cluster_stop_event
+    if not proc_name:
+        return
+    _cluster_stop_event = _find_cluster_stop_event()
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+    if settings.WEBHOOK_ENQUEUE:
+        from integrations import tasks
+
+        try:
+            tasks.enqueue_delivery_loop()
+        except Exception:
+            logger.warning("could not queue a delivery loop at worker start", exc_info=True)
+
+
+def _worker_sigterm(signum, frame) -> None:
+    """SIGTERM to an idle worker ends it; a running loop winds down first (see run())."""
+    STOP.set()
+    if not _loop_running.is_set():
+        raise SystemExit(0)
+
+
+_loop_running = threading.Event()
+
+
+def _find_cluster_stop_event() -> Any:
+    """The django-q2 Sentinel's stop event, inherited by this forked worker (if any)."""
+    import gc
+
+    try:
+        from django_q.cluster import Sentinel
+    except ImportError:
+        return None
+    for obj in gc.get_objects():
+        if isinstance(obj, Sentinel):
+            return getattr(obj, "stop_event", None)
+    return None
