@@ -159,7 +159,8 @@ WITH {LIVE_OWNERS}, ready AS (
     SELECT d.id, d.tenant_id, d.next_due_at,
            row_number() OVER (PARTITION BY d.tenant_id ORDER BY d.next_due_at, d.id) AS turn
     FROM integrations_destination d
-    WHERE d.active AND d.disabled_at IS NULL AND d.next_due_at <= statement_timestamp() AND {LEASE_FREE}
+    WHERE d.active AND d.disabled_at IS NULL AND d.next_due_at <= statement_timestamp()
+      AND {LEASE_FREE}
       AND (%(only)s::uuid[] IS NULL OR d.id = ANY(%(only)s::uuid[]))
 ), busy AS (
     SELECT d.tenant_id, count(*) AS n FROM integrations_destination d
@@ -173,7 +174,8 @@ WITH {LIVE_OWNERS}, ready AS (
 ), locked AS (
     SELECT d.id FROM integrations_destination d
     WHERE d.id IN (SELECT id FROM picked)
-      AND d.active AND d.disabled_at IS NULL AND d.next_due_at <= statement_timestamp() AND {LEASE_FREE}
+      AND d.active AND d.disabled_at IS NULL AND d.next_due_at <= statement_timestamp()
+      AND {LEASE_FREE}
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE integrations_destination d
@@ -563,9 +565,9 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
                 continue
             attempts.append(_attempt_row(claim.delivery, outcome))
             recorded = _apply(policy, claim, outcome, row, destination_updates)
-            delivery_updates.append(_delivery_values(recorded.delivery))
             if recorded.action == Action.SPLIT:
                 _split(cursor, recorded.delivery)
+            delivery_updates.append(_delivery_values(recorded.delivery))
             if recorded.action in (Action.DELIVER, Action.FAIL, Action.SPLIT):
                 finished.append((claim, recorded.delivery))
             done.append(recorded)
@@ -735,7 +737,8 @@ def _split(cursor, delivery: Delivery) -> None:
         INSERT INTO integrations_delivery (tenant_id, destination_id, state, event_count,
             attempt_count, attempt_limit, last_error_kind, failure_reason, is_test, created_at,
             schedule_start, first_item_id)
-        VALUES (%s, %s, 'pending', %s, 0, %s, '', '', false, statement_timestamp(), 0, %s) RETURNING id
+        VALUES (%s, %s, 'pending', %s, 0, %s, '', '', false, statement_timestamp(), 0, %s)
+        RETURNING id
         """,
         [
             delivery.tenant_id,
@@ -876,7 +879,8 @@ def next_due_in(default: float) -> float:
     """Seconds until the earliest due time (for the loop's idle wait), at most `default`."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT EXTRACT(EPOCH FROM min(next_due_at) - statement_timestamp()) FROM integrations_destination "
+            "SELECT EXTRACT(EPOCH FROM min(next_due_at) - statement_timestamp()) "
+            "FROM integrations_destination "
             "WHERE active AND disabled_at IS NULL AND next_due_at IS NOT NULL "
             "AND (lease_until IS NULL OR lease_until < statement_timestamp())"
         )

@@ -43,10 +43,13 @@ STOP_JOIN_SECONDS = 5.0
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_CHUNKS = 100_000  # bound on chunked-request parsing
 ENDLESS_CHUNK = b"x" * 16384
-ACTIONS = ("reset", "endless", "hang")
+ACTIONS = ("reset", "endless", "hang", "drip")
+DRIP_MAX_SECONDS = 60.0  # a "drip" answer gives up after this long at most
+DRIP_INTERVAL = 0.5  # seconds between the bytes of a "drip" status line
 
 # A scripted response: a status, (status, headers), (status, headers, body),
-# or one of "slow:<seconds>", "reset", "endless", "hang".
+# or one of "slow:<seconds>", "reset", "endless", "hang", "drip" (the status line one byte at
+# a time, never finished within any sensible timeout).
 ScriptItem = int | str | tuple
 
 
@@ -356,6 +359,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif plan.action == "endless":
             self._endless()
+        elif plan.action == "drip":
+            self._drip()
         else:
             if plan.sleep > 0:
                 receiver._wait_or_disconnect(self.connection, plan.sleep)
@@ -390,6 +395,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.close()
         with contextlib.suppress(OSError):
             self.connection.close()
+
+    def _drip(self) -> None:
+        """Send a status line a byte every DRIP_INTERVAL, until disconnect, stop or the cap."""
+        receiver = self.server.receiver
+        self.close_connection = True
+        deadline = time.monotonic() + DRIP_MAX_SECONDS
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+                if time.monotonic() > deadline or receiver._stopping.is_set():
+                    break
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                receiver._stopping.wait(DRIP_INTERVAL)
+        except OSError:
+            pass
 
     def _endless(self) -> None:
         """Answer 200 and stream a body that never ends (until disconnect, stop or the cap)."""

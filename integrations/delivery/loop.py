@@ -229,6 +229,23 @@ class DeliveryLoop:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
+    async def _beat(self) -> None:
+        """Heartbeat, counters and (slot 0) the sweep, every HEARTBEAT_SECONDS."""
+        while True:
+            counters, self.counters = dict(self.counters), Counter()
+            try:
+                await self.db(self._heartbeat, counters)
+            except Exception:
+                logger.warning("heartbeat failed", exc_info=True)
+                self.counters.update(counters)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _watch_stop(self) -> None:
+        """Wake the loop as soon as the process or its cluster is stopping."""
+        while not stopping():
+            await asyncio.sleep(0.2)
+        self.kick.set()
+
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.kick.wait(), timeout=max(0.0, seconds))
@@ -241,8 +258,9 @@ class DeliveryLoop:
             self.db_pool.shutdown()
             return LoopResult(None, 0, stopping())
         listener = asyncio.create_task(self._listen())
+        watcher = asyncio.create_task(self._watch_stop())
+        beat = asyncio.create_task(self._beat())
         end = time.monotonic() + self.slice_seconds
-        next_beat = 0.0
         poll = settings.WEBHOOK_POLL_INTERVAL
         try:
             while not stopping() and time.monotonic() < end:
@@ -254,16 +272,11 @@ class DeliveryLoop:
                     claims, _ = await self.db(self._claim, free)
                     self._start(claims)
                     claimed = len(claims)
-                if time.monotonic() >= next_beat:
-                    counters, self.counters = dict(self.counters), Counter()
-                    await self.db(self._heartbeat, counters)
-                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
                 if claimed and claimed == free:
                     await asyncio.sleep(0)  # more may be due: claim again once a place frees
                     if len(self.in_flight) < self.capacity:
                         continue
-                # Wake at least twice a second to notice a stopping cluster.
-                wait = min(poll, 0.5, max(0.0, end - time.monotonic()))
+                wait = min(poll, max(0.0, end - time.monotonic()))
                 if not claimed and not self.finished:
                     wait = max(0.05, min(wait, await self.db(engine.next_due_in, wait)))
                 if self.finished:
@@ -273,9 +286,10 @@ class DeliveryLoop:
             logger.exception("the delivery loop failed; its sends are being recorded")
         finally:
             await self._wind_down()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+            for task in (listener, watcher, beat):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self.sender.close()
             counters, self.counters = dict(self.counters), Counter()
             with contextlib.suppress(Exception):

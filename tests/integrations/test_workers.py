@@ -27,7 +27,9 @@ from portal.models import Tenant
 tenant = Tenant.objects.get(slug={slug!r})
 with transaction.atomic():
     for n in range({count}):
-        event_publish(tenant=tenant, event_type="detection.alert", severity="high", payload={{"n": n}})
+        event_publish(
+            tenant=tenant, event_type="detection.alert", severity="high", payload={{"n": n}}
+        )
 """
 START_SWEEPER = "from django_q.tasks import async_task; async_task('integrations.tasks.sweep_loop')"
 
