@@ -3,18 +3,15 @@
 Use it in two places:
 
 * forms call :func:`validate_endpoint_url` so users get a clear message when saving;
-* the sender calls :func:`check_url` again right before every delivery (DNS answers change
-  between save and send) and sends through a :class:`PinnedHTTPAdapter` built from the
-  returned :class:`CheckedTarget`, so the connection goes to the address that was checked and
-  the name is never resolved a second time (DNS rebinding defence). The sender must also pass
-  ``allow_redirects=False``.
+* the delivery client (:mod:`integrations.delivery.client`) calls :func:`check_url` again
+  right before every attempt (DNS answers change between save and send) and pins the
+  addresses of the returned :class:`CheckedTarget` in its connector's resolver, so the
+  connection goes to an address that was checked and the name is never resolved a second
+  time (DNS rebinding defence).
 
-Mount the adapter on both ``http://`` and ``https://`` of a session. It keeps the checked host
-name in the URL, so it is what goes out as the Host header, as TLS SNI and is checked against
-the certificate. A request for any other scheme/host/port (a redirect, a reused session) fails
-with ``requests.exceptions.InvalidURL`` instead of connecting elsewhere. Proxies are ignored on
-purpose: a proxy would resolve the name itself and defeat the pin. ``pin()`` swaps the target
-for later requests, so use one adapter per thread when pinning per request.
+The client keeps the checked host name in the URL, so it is what goes out as the Host header,
+as TLS SNI and is checked against the certificate. It never follows a redirect and never uses
+a proxy from the environment: a proxy would resolve the name itself and defeat the pin.
 
 UnsafeURLError codes 'userinfo', 'host' and 'private' always carry :data:`SSRF_ERROR`; the
 others ('scheme', 'port', 'unresolvable', 'invalid') say how to fix the URL.
@@ -32,15 +29,11 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import idna
-import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from requests.adapters import HTTPAdapter
-from requests.exceptions import InvalidURL
 
 SSRF_ERROR = "endpoint_url must not target a private or reserved address"
 
@@ -384,72 +377,3 @@ def validate_endpoint_url(url: str) -> None:
         check_url(url)
     except UnsafeURLError as exc:
         raise ValidationError(exc.message, code=exc.code) from exc
-
-
-class PinnedHTTPAdapter(HTTPAdapter):
-    """A requests adapter that connects to ``CheckedTarget.address`` and never resolves DNS."""
-
-    def __init__(self, target: CheckedTarget | None = None, **kwargs: Any) -> None:
-        self._target = target
-        super().__init__(**kwargs)
-
-    @property
-    def target(self) -> CheckedTarget | None:
-        """The target requests are currently pinned to."""
-        return self._target
-
-    def pin(self, target: CheckedTarget) -> None:
-        """Pin subsequent requests to target (pools are keyed by address and host name)."""
-        self._target = target
-
-    def _target_for(self, request: requests.PreparedRequest) -> CheckedTarget:
-        """Return the pinned target, refusing a request for anything else."""
-        target = self._target
-        if target is None:
-            raise InvalidURL("PinnedHTTPAdapter has no pinned target", request=request)
-        parts = urlsplit(request.url or "")
-        try:
-            port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
-        except ValueError:
-            port = None
-        hostname = (parts.hostname or "").rstrip(".")
-        if (parts.scheme.lower(), hostname, port) != (target.scheme, target.host, target.port):
-            raise InvalidURL(
-                f"{request.url!r} does not match the pinned target {target.url!r}",
-                request=request,
-            )
-        return target
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Key the pool on the pinned address, with the host name for SNI and cert checks."""
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, verify, cert
-        )
-        target = self._target_for(request)
-        host_params.update(scheme=target.scheme, host=target.address, port=target.port)
-        if target.scheme == "https":
-            pool_kwargs["server_hostname"] = target.host
-            # verify=False means no chain and no hostname check, as requests does normally.
-            pool_kwargs["assert_hostname"] = target.host if verify is not False else False
-        return host_params, pool_kwargs
-
-    def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
-        """Send the checked host name as Host; urllib3 would otherwise send the IP."""
-        request.headers["Host"] = self._target_for(request).host_header
-
-    def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Any = None,
-    ) -> requests.Response:
-        """Send directly to the pinned address; refuse requests for another target."""
-        self._target_for(request)
-        return super().send(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=None
-        )

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
+from integrations import ops
 from portal import views, views_tokens
 from portal.api import api, unknown_endpoint
 
@@ -15,6 +16,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tenant/switch/", views.switch_tenant, name="switch_tenant"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", ops.metrics, name="metrics"),
+    path("staff/delivery-workers/", ops.delivery_workers, name="delivery_workers"),
     path("integrations/", include("integrations.urls")),
     path("audit/", include("audit.urls")),
     path("settings/api-tokens/", views_tokens.api_tokens, name="api_tokens"),

@@ -16,6 +16,8 @@ from portal.tokens import api_token_create
 
 # Namespaces and names that are deliberately open to anonymous users.
 PUBLIC = {"login", "logout", "healthz", "home", "switch_tenant"}
+# Platform staff only (or a metrics token), outside the tenant table: tests/test_ops.py.
+STAFF_ONLY = {"metrics", "delivery_workers"}
 SKIPPED_NAMESPACES = {"admin", "api", "djdt"}
 
 
@@ -91,4 +93,4 @@ def _walk(resolver, namespace: str = "", prefix: str = ""):
 
 
 def portal_routes() -> list[Route]:
-    return [route for route in _walk(get_resolver()) if route.name not in PUBLIC]
+    return [route for route in _walk(get_resolver()) if route.name not in PUBLIC | STAFF_ONLY]

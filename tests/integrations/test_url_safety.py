@@ -1,35 +1,30 @@
-"""integrations.url_safety: the SSRF verdict table, private-target allow list and pinned adapter.
+"""integrations.url_safety: the SSRF verdict table and the private-target allow list.
 
-No test here touches the network: names resolve through a stub, and an autouse guard makes
-every socket connect / name lookup fail and be recorded, except connects to the loopback test
-server that a test starts itself on 127.0.0.1.
+No test here touches the network: names resolve through a stub, and the network guard makes
+every socket connect / name lookup fail and be recorded. The guarantees of the client that
+sends through the guard (one lookup, pinned address, SNI, no redirects, no proxy) are tested
+against real loopback servers in test_delivery_client.py.
 """
 
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
 from typing import Any
 
 import pytest
-import requests
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from requests.exceptions import InvalidURL
 
 from integrations import url_safety
 from integrations.url_safety import (
     SSRF_ERROR,
     CheckedTarget,
-    PinnedHTTPAdapter,
     UnsafeURLError,
     check_url,
     is_public_address,
     resolve_host,
     validate_endpoint_url,
 )
+from tests.integrations.conftest import NetworkGuard
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:4700::1111"
@@ -50,7 +45,6 @@ DNS: dict[str, list[str]] = {
     "xn--bcher-kva.example": [PUBLIC_V4],
     "loopback.example.test": ["127.0.0.1"],
     "halfprivate.example.test": ["127.0.0.1", "10.0.0.1"],
-    "pinned.example.test": [PUBLIC_V4],
 }
 
 
@@ -68,75 +62,10 @@ class StubResolver:
         return list(self.table[host])
 
 
-class NetworkBlocked(AssertionError):
-    """Raised by the guard; an AssertionError so `except OSError` in library code can't hide it."""
-
-
-class NetworkGuard:
-    """Records every attempted connect or lookup; only listed 127.0.0.1 ports get through."""
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[str, Any]] = []
-        self.loopback_ports: set[int] = set()
-
-    def allows(self, address: Any) -> bool:
-        """True only for ('127.0.0.1', port) of a test server this test started."""
-        return (
-            isinstance(address, tuple)
-            and len(address) == 2
-            and address[0] == "127.0.0.1"
-            and address[1] in self.loopback_ports
-        )
-
-    def block(self, kind: str, target: Any) -> NetworkBlocked:
-        """Record the attempt and build the exception to raise."""
-        self.attempts.append((kind, target))
-        return NetworkBlocked(f"network access attempted in a test: {kind} {target!r}")
-
-
 @pytest.fixture(autouse=True)
-def network_guard(monkeypatch: pytest.MonkeyPatch) -> NetworkGuard:
-    """Fail (and record) any socket connect or name lookup other than to our loopback server."""
-    guard = NetworkGuard()
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-    real_create_connection = socket.create_connection
-    real_getaddrinfo = socket.getaddrinfo
-
-    def connect(sock: socket.socket, address: Any) -> None:
-        if guard.allows(address):
-            return real_connect(sock, address)
-        raise guard.block("connect", address)
-
-    def connect_ex(sock: socket.socket, address: Any) -> int:
-        if guard.allows(address):
-            return real_connect_ex(sock, address)
-        raise guard.block("connect_ex", address)
-
-    def create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
-        if guard.allows(address):
-            return real_create_connection(address, *args, **kwargs)
-        raise guard.block("create_connection", address)
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        # urllib3 passes the pinned numeric address through getaddrinfo; that needs no DNS.
-        if host == "127.0.0.1" and port in guard.loopback_ports:
-            return real_getaddrinfo(host, port, *args, **kwargs)
-        raise guard.block("getaddrinfo", host)
-
-    def lookup(name: str) -> Any:
-        def blocked(host: Any, *args: Any, **kwargs: Any) -> Any:
-            raise guard.block(name, host)
-
-        return blocked
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "create_connection", create_connection)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    for name in ("gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getfqdn"):
-        monkeypatch.setattr(socket, name, lookup(name))
-    return guard
+def _no_network(network_guard: NetworkGuard) -> NetworkGuard:
+    """Every test here runs under the network guard (tests/integrations/conftest.py)."""
+    return network_guard
 
 
 @pytest.fixture
@@ -591,193 +520,3 @@ def test_validate_endpoint_url_explains_how_to_fix(
 
 def test_validate_endpoint_url_accepts_a_public_url(form_settings: Any) -> None:
     validate_endpoint_url("https://hooks.example.com/webhook")
-
-
-# --- PinnedHTTPAdapter -----------------------------------------------------------------------
-
-
-class RecordingServer(ThreadingHTTPServer):
-    """A loopback HTTP/1.1 server that records each request."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        super().__init__(("127.0.0.1", 0), RecordingHandler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup we must not make.
-        TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-
-
-class RecordingHandler(BaseHTTPRequestHandler):
-    """Answer 200 with keep-alive and remember Host, path, body and client port."""
-
-    protocol_version = "HTTP/1.1"
-    timeout = 5  # an idle keep-alive connection must not pin a thread forever
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if 0 < length <= 65536 else b""
-        server: Any = self.server
-        server.records.append(
-            {
-                "host": self.headers.get("Host"),
-                "path": self.path,
-                "body": body,
-                "client_port": self.client_address[1],
-            }
-        )
-        payload = b"ok"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
-
-
-@pytest.fixture
-def loopback_server(network_guard: NetworkGuard) -> Iterator[RecordingServer]:
-    """A threaded server on 127.0.0.1, the one place the guard lets connections through."""
-    server = RecordingServer()
-    network_guard.loopback_ports.add(server.server_port)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def pinned_session(adapter: PinnedHTTPAdapter) -> requests.Session:
-    """A session whose every http/https request goes through the adapter."""
-    session = requests.Session()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def test_pinned_adapter_connects_to_the_address_with_the_original_host(
-    loopback_server: RecordingServer, network_guard: NetworkGuard
-) -> None:
-    port = loopback_server.server_port
-    resolver = StubResolver({"pinned.example.test": ["127.0.0.1"]})
-    target = check_url(
-        f"http://pinned.example.test:{port}/x",
-        allow_http=True,
-        allowed_private_targets=[f"127.0.0.1:{port}"],
-        resolver=resolver,
-    )
-    assert (target.address, target.host, target.port) == ("127.0.0.1", "pinned.example.test", port)
-
-    session = pinned_session(PinnedHTTPAdapter(target))
-    # A proxy would resolve the name itself; the adapter must ignore it and go direct.
-    session.proxies = {"http": "http://10.0.0.1:3128", "https": "http://10.0.0.1:3128"}
-    try:
-        for body in (b"one", b"two"):
-            response = session.post(target.url, data=body, timeout=5, allow_redirects=False)
-            assert response.status_code == 200
-            assert response.text == "ok"
-            assert response.url == target.url
-    finally:
-        session.close()
-
-    assert [record["host"] for record in loopback_server.records] == [
-        f"pinned.example.test:{port}"
-    ] * 2
-    assert [record["path"] for record in loopback_server.records] == ["/x", "/x"]
-    assert [record["body"] for record in loopback_server.records] == [b"one", b"two"]
-    # Keep-alive: both requests used one pooled connection.
-    assert loopback_server.records[0]["client_port"] == loopback_server.records[1]["client_port"]
-    assert resolver.calls == [("pinned.example.test", port)]
-    assert ("getaddrinfo", "pinned.example.test") not in network_guard.attempts
-    assert network_guard.attempts == []
-
-
-def test_pinned_adapter_refuses_a_request_for_another_target(
-    loopback_server: RecordingServer, network_guard: NetworkGuard
-) -> None:
-    port = loopback_server.server_port
-    target = check_url(
-        f"http://127.0.0.1:{port}/x",
-        allow_http=True,
-        allowed_private_targets=[f"127.0.0.1:{port}"],
-        resolver=StubResolver(),
-    )
-    session = pinned_session(PinnedHTTPAdapter(target))
-    try:
-        for url in (
-            f"http://other.example.test:{port}/x",
-            f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}/x",
-            f"https://127.0.0.1:{port}/x",
-        ):
-            with pytest.raises(InvalidURL):
-                session.post(url, data=b"x", timeout=5, allow_redirects=False)
-        with pytest.raises(InvalidURL):
-            pinned_session(PinnedHTTPAdapter()).post(target.url, timeout=5)
-    finally:
-        session.close()
-    assert loopback_server.records == []
-    assert network_guard.attempts == []
-
-
-def _https_pool(adapter: PinnedHTTPAdapter, url: str, verify: Any) -> Any:
-    """Ask the adapter for the pool it would use; creating a pool opens no connection."""
-    request = requests.Request("POST", url, data=b"{}").prepare()
-    return adapter.get_connection_with_tls_context(request, verify)
-
-
-def test_pinned_adapter_https_pool_uses_host_name_for_sni_and_certificate(
-    network_guard: NetworkGuard,
-) -> None:
-    target = check_url("https://pinned.example.test/hook", resolver=StubResolver())
-    adapter = PinnedHTTPAdapter(target)
-
-    pool = _https_pool(adapter, target.url, verify=True)
-    assert (pool.scheme, pool.host, pool.port) == ("https", PUBLIC_V4, 443)
-    assert pool.conn_kw["server_hostname"] == "pinned.example.test"
-    assert pool.assert_hostname == "pinned.example.test"
-    [key] = adapter.poolmanager.pools.keys()
-    assert (key.key_scheme, key.key_host, key.key_port) == ("https", PUBLIC_V4, 443)
-    assert key.key_server_hostname == "pinned.example.test"
-    assert key.key_assert_hostname == "pinned.example.test"
-    # The same target reuses the same pool, so keep-alive connections are shared.
-    assert _https_pool(adapter, target.url, verify=True) is pool
-
-    request = requests.Request("POST", target.url).prepare()
-    adapter.add_headers(request)
-    assert request.headers["Host"] == "pinned.example.test"
-    assert network_guard.attempts == []
-
-
-def test_pinned_adapter_respects_verify_false() -> None:
-    target = check_url("https://pinned.example.test:8443/hook", resolver=StubResolver())
-    pool = _https_pool(PinnedHTTPAdapter(target), target.url, verify=False)
-    assert pool.cert_reqs == "CERT_NONE"
-    assert pool.assert_hostname is False
-    assert pool.conn_kw["server_hostname"] == "pinned.example.test"
-    assert pool.port == 8443
-
-
-def test_pin_switches_target_and_pools() -> None:
-    first = check_url("https://pinned.example.test/a", resolver=StubResolver())
-    second = check_url(f"https://[{PUBLIC_V6}]:8443/b", resolver=StubResolver())
-    adapter = PinnedHTTPAdapter()
-    adapter.pin(first)
-    assert adapter.target is first
-    assert _https_pool(adapter, first.url, verify=True).host == PUBLIC_V4
-    adapter.pin(second)
-    pool = _https_pool(adapter, second.url, verify=True)
-    assert (pool.host, pool.port) == (PUBLIC_V6, 8443)
-    assert pool.assert_hostname == PUBLIC_V6
-    request = requests.Request("POST", second.url).prepare()
-    adapter.add_headers(request)
-    assert request.headers["Host"] == f"[{PUBLIC_V6}]:8443"
-    with pytest.raises(InvalidURL):
-        _https_pool(adapter, first.url, verify=True)

@@ -1,0 +1,228 @@
+"""The asyncio delivery loop in this process, against real receivers and committed data."""
+
+import itertools
+import threading
+import time
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from integrations import engine
+from integrations.catalogue import EventType
+from integrations.delivery import loop
+from integrations.events import event_publish
+from integrations.models import Attempt, Delivery, DeliveryState, Destination
+from tests.factories import TenantFactory
+from tests.integrations.engine_helpers import make_destination
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def publish(tenant, n=1, **payload):
+    return [
+        event_publish(
+            tenant=tenant, event_type=EventType.DETECTION_ALERT, payload={"i": i, **payload}
+        ).event
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def loop_settings(settings):
+    settings.WEBHOOK_ALLOW_HTTP = True
+    settings.WEBHOOK_RETRY_JITTER = 0
+    settings.WEBHOOK_DELIVERY_LOOPS = 2
+    return settings
+
+
+def allow(settings, *receivers):
+    settings.WEBHOOK_ALLOWED_PRIVATE_TARGETS = [f"127.0.0.1:{r.port}" for r in receivers]
+
+
+class LoopThread(threading.Thread):
+    """run_loop() on a thread of its own (it has its own event loop and connection)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(daemon=True)
+        self.kwargs = kwargs
+        self.result = None
+
+    def run(self):
+        try:
+            self.result = loop.run_loop(**self.kwargs)
+        finally:
+            connection.close()
+
+
+def test_many_slow_receivers_are_sent_to_at_once(loop_settings, tenant_a, make_receiver):
+    receiver = make_receiver(slow_seconds=1.0)
+    allow(loop_settings, receiver)
+    destinations = [
+        make_destination(tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+        for _ in range(20)
+    ]
+    publish(tenant_a.tenant)
+    started = time.monotonic()
+    result = loop.run_loop(capacity=50, slice_seconds=1.5)
+    elapsed = time.monotonic() - started
+    assert result.attempts == 20
+    assert Delivery.objects.filter(state=DeliveryState.DELIVERED).count() == 20
+    starts = sorted(a.started_at for a in Attempt.objects.all())
+    assert (starts[-1] - starts[0]).total_seconds() < 0.9  # all in flight together
+    assert elapsed < 10  # one after the other would take 20 s
+    assert len(destinations) == 20
+
+
+def test_a_publish_wakes_an_idle_loop_at_once(loop_settings, tenant_a, receiver):
+    allow(loop_settings, receiver)
+    loop_settings.WEBHOOK_POLL_INTERVAL = 60  # only a notification can wake it in time
+    make_destination(tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+    thread = LoopThread(slice_seconds=8)
+    thread.start()
+    time.sleep(1.5)  # idle, listening
+    publish(tenant_a.tenant)
+    published = time.monotonic()
+    assert receiver.wait_for(lambda: len(receiver) >= 1, timeout=4)
+    assert time.monotonic() - published < 4
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
+def test_stopping_ends_the_loop_quickly_and_records_the_interrupted_send(
+    loop_settings, tenant_a, receiver
+):
+    allow(loop_settings, receiver)
+    receiver.script(["hang"])
+    destination = make_destination(
+        tenant_a.tenant,
+        receiver,
+        event_types=[EventType.DETECTION_ALERT],
+        timeout_seconds=60,
+    )
+    publish(tenant_a.tenant)
+    thread = LoopThread(slice_seconds=60)
+    thread.start()
+    try:
+        assert receiver.wait_for(lambda: len(receiver) >= 1, timeout=10)
+        stop_requested = time.monotonic()
+        loop.STOP.set()
+        thread.join(timeout=15)
+        assert not thread.is_alive()
+        assert time.monotonic() - stop_requested < loop.SHUTDOWN_GRACE_SECONDS + 3
+    finally:
+        loop.STOP.clear()
+    attempt = Attempt.objects.get()
+    assert attempt.error_detail == loop.INTERRUPTED_DETAIL
+    destination.refresh_from_db()
+    assert destination.lease_owner == ""  # released: the next loop resends at once
+    assert Delivery.objects.get().state == DeliveryState.RETRYING
+
+
+def test_concurrent_publishers_are_delivered_in_the_order_they_were_accepted(
+    loop_settings, tenant_a, receiver
+):
+    """A publisher whose transaction commits late cannot be overtaken by a later one."""
+    allow(loop_settings, receiver)
+    loop_settings.WEBHOOK_BATCH_SIZE = 5
+    make_destination(tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+    counter = itertools.count()
+    lock = threading.Lock()
+    errors = []
+
+    def publisher(slow: bool):
+        try:
+            for _ in range(8):
+                with transaction.atomic():
+                    with lock:  # outbox ids are taken in this order
+                        n = next(counter)
+                        event_publish(
+                            tenant=tenant_a.tenant,
+                            event_type=EventType.DETECTION_ALERT,
+                            payload={"n": n},
+                        )
+                    if slow:
+                        time.sleep(0.3)  # commits late: later events are inserted meanwhile
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    delivering = LoopThread(slice_seconds=12)
+    delivering.start()
+    publishers = [threading.Thread(target=publisher, args=(i == 0,)) for i in range(3)]
+    for thread in publishers:
+        thread.start()
+    for thread in publishers:
+        thread.join(timeout=60)
+    assert errors == []
+    assert receiver.wait_for(lambda: len(receiver.events_received()) >= 24, timeout=20)
+    delivering.join(timeout=30)
+    received = [
+        event["event"]["n"] for request in receiver.received for event in request.json["events"]
+    ]
+    assert sorted(received) == list(range(24))
+    assert received == sorted(received)  # never a later-accepted event before an earlier one
+
+
+def test_two_tenants_stay_fair_when_one_has_many_slow_destinations(
+    loop_settings, tenant_a, make_receiver
+):
+    slow = make_receiver(slow_seconds=3.0)
+    fast = make_receiver()
+    allow(loop_settings, slow, fast)
+    loop_settings.WEBHOOK_TENANT_MAX_IN_FLIGHT = 10
+    for _ in range(30):
+        make_destination(tenant_a.tenant, slow, event_types=[EventType.DETECTION_ALERT])
+    publish(tenant_a.tenant, 2)
+    other = TenantFactory()
+    make_destination(other, fast, event_types=[EventType.DETECTION_ALERT])
+    thread = LoopThread(capacity=20, slice_seconds=5)
+    thread.start()
+    time.sleep(1.0)  # the busy tenant's 10 allowed sends are in flight, 3 s each
+    publish(other)
+    published = time.monotonic()
+    assert fast.wait_for(lambda: len(fast) >= 1, timeout=3)
+    waited = time.monotonic() - published
+    thread.join(timeout=30)
+    assert waited < 2.5  # not behind the busy tenant's 3 s sends
+    assert Destination.objects.filter(tenant=tenant_a.tenant).count() == 30
+
+
+def test_an_earlier_publisher_still_running_holds_back_later_commits(
+    loop_settings, tenant_a, receiver
+):
+    """Outbox rows are claimed only once every transaction older than theirs has ended."""
+    import psycopg
+
+    allow(loop_settings, receiver)
+    destination = make_destination(
+        tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT]
+    )
+    params = dict(connection.get_connection_params())
+    for name in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
+        params.pop(name, None)
+    early = psycopg.connect(**params)  # a publisher that started first and commits last
+    try:
+        event_pk = early.execute(
+            """
+            INSERT INTO integrations_event
+                (tenant_id, event_id, event_type, severity, event_time, payload, created_at)
+            VALUES (%s, gen_random_uuid(), 'detection.alert', 'high', now(), '{"n": 0}', now())
+            RETURNING id
+            """,
+            [tenant_a.tenant.pk],
+        ).fetchone()[0]
+        early.execute(
+            "INSERT INTO integrations_deliveryevent (destination_id, event_id) VALUES (%s, %s)",
+            [destination.pk, event_pk],
+        )
+        later = publish(tenant_a.tenant, n=1, n_=1)[0]  # commits while `early` is open
+        assert engine.claim_batch(destination.pk) is None  # not before the earlier one
+        early.commit()
+    finally:
+        early.close()
+    Destination.objects.filter(pk=destination.pk).update(next_due_at=timezone.now())
+    claim = engine.claim_batch(destination.pk)
+    assert [e["event_id"] for e in claim.envelopes][-1] == str(later.event_id)
+    assert len(claim.envelopes) == 2 and claim.envelopes[0]["event"] == {"n": 0}
