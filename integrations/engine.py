@@ -597,6 +597,7 @@ def _apply(policy: Policy, claim: Claim, outcome: Outcome, row, updates: dict) -
             ever_succeeded=last_success_at is not None,
             held=held_since is not None,
             permanent_in_a_row=permanent_in_row,
+            interrupted=outcome.interrupted,
         ),
     )
     delivery.last_status_code = outcome.status_code
@@ -622,6 +623,10 @@ def _apply(policy: Policy, claim: Claim, outcome: Outcome, row, updates: dict) -
             reason = f"Gave up after {delivery.attempt_count} attempts. Last: {reason}"
         delivery.failure_reason = reason[:300]
 
+    if outcome.interrupted:
+        # Our own shutdown cut the attempt short: it says nothing about the receiver.
+        pending["next_due_at"] = delivery.next_attempt_at
+        return Recorded(decision.action, delivery)
     pending.update(
         last_attempt_at=now,
         last_status_code=outcome.status_code,

@@ -47,10 +47,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "axes",
+    "portal",
+    "integrations",  # before django_q: its `qcluster` command wraps django-q2's
     "django_q",
     "ninja",
-    "portal",
-    "integrations",
     "audit",
 ]
 

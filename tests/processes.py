@@ -72,19 +72,41 @@ def shell(env: dict, code: str, timeout: float = 120) -> str:
 class Cluster:
     """`manage.py qcluster` in its own process group, so it can be killed whole."""
 
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, log_path: Path | None = None):
         self.env = env
+        self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Cluster:
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            if self.log_path:
+                log.close()
         return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def group_alive(self) -> bool:
+        """Is any process of the cluster's process group still running?"""
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # pragma: no cover - a reused group id
+            return True
+        if self.process.poll() is None:
+            return True
+        # The main process is gone (reaped by poll); zombies of its children count as gone.
+        return _live_members(self.process.pid)
 
     def kill(self) -> None:
         """SIGKILL the whole cluster (master and workers) mid-work."""
@@ -100,6 +122,20 @@ class Cluster:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def _live_members(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            return True
+    return False
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:

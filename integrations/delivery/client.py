@@ -59,6 +59,7 @@ class Outcome:
     response_excerpt: str = ""
     retry_after: float | None = None
     request_headers: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False  # cut short by our own shutdown: retried at once
 
 
 def classify_status(status: int) -> tuple[bool, bool, str]:

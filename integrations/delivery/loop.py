@@ -41,7 +41,7 @@ logger = logging.getLogger("integrations.delivery")
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 HEARTBEAT_SECONDS = 2.0
-SHUTDOWN_GRACE_SECONDS = 3.0
+SHUTDOWN_GRACE_SECONDS = 2.0
 INTERRUPTED_DETAIL = "The worker cluster stopped during this attempt; it will be retried."
 
 # Set when this process must stop (SIGTERM to the worker, or its cluster stopping).
@@ -169,6 +169,7 @@ class DeliveryLoop:
                 )
         except asyncio.CancelledError:
             outcome = engine.failed_outcome(claim, INTERRUPTED_DETAIL)
+            outcome.interrupted = True
             outcome.request_headers = claim.request.shown_headers if claim.request else {}
             self.finished.append((claim, outcome))
             raise
@@ -339,6 +340,8 @@ def on_worker_spawn(sender=None, proc_name: str = "", **kwargs) -> None:
     if not proc_name:
         return
     _cluster_stop_event = _find_cluster_stop_event()
+    if _cluster_stop_event is None:
+        logger.warning("worker %s: cannot see its cluster's stop event", proc_name)
     signal.signal(signal.SIGTERM, _worker_sigterm)
     if settings.WEBHOOK_ENQUEUE:
         from integrations import tasks

@@ -77,6 +77,7 @@ class Attempted:
     ever_succeeded: bool = True  # has the destination ever answered 2xx?
     held: bool = False  # is the stream held by the breaker already?
     permanent_in_a_row: int = 0  # permanent failures in a row before this attempt
+    interrupted: bool = False  # our worker stopped mid-attempt: not the receiver's fault
 
 
 def backoff(policy: Policy, attempt_in_schedule: int, rng: random.Random | None = None) -> float:
@@ -107,6 +108,8 @@ def decide(policy: Policy, attempt: Attempted, rng: random.Random | None = None)
     """What to do with the batch after this attempt."""
     if attempt.ok:
         return Decision(Action.DELIVER)
+    if attempt.interrupted:
+        return Decision(Action.HOLD if attempt.held else Action.RETRY, 0.0)
     delay = retry_delay(policy, attempt.attempt_in_schedule, attempt.retry_after, rng)
     if attempt.status_code == 413 and attempt.event_count > 1:
         return Decision(Action.SPLIT)
