@@ -115,7 +115,7 @@ def test_sigterm_stops_the_whole_cluster_within_10_seconds_and_loses_nothing(
                 text=True,
                 check=False,
             ).stdout
-        assert stopped, ps + cluster.log()[-3000:]  # noqa: F821 (set when not stopped)
+        assert stopped, ps + cluster.log()[-3000:]
         stopped_in = time.monotonic() - stopping
     finally:
         cluster.kill()
