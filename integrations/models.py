@@ -174,6 +174,10 @@ class Destination(TenantOwnedModel):
     def health_label(self) -> str:
         return Health(self.health).label
 
+    def waiting_count(self) -> int:
+        """Events queued for this destination and not yet in a batch."""
+        return DeliveryEvent.objects.filter(destination_id=self.pk, delivery__isnull=True).count()
+
 
 class Event(models.Model):
     """An event published into a tenant; stored once per (tenant, event_id)."""

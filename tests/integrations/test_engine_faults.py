@@ -296,3 +296,24 @@ def test_the_ssrf_guard_holds_in_the_new_client(tenant_a, settings, monkeypatch)
     assert attempt.error_kind == ErrorKind.SSRF
     assert opened == []
     assert uuid.UUID(str(attempt.delivery_uuid))
+
+
+def test_the_page_says_the_stream_waits_for_the_first_2xx(setup, client_for, tenant_a):
+    tenant, destination, receiver = setup
+    receiver.script([401])
+    publish(tenant)
+    engine.drain(destination.pk)
+    html = client_for(tenant_a.operator).get(f"/integrations/destinations/{destination.pk}/")
+    text = html.content.decode()
+    assert "Waiting for your receiver to accept the first delivery." in text
+    assert "HTTP 401" in text and "send a test event" in text
+
+
+def test_the_page_shows_how_many_events_wait_while_paused(setup, client_for, tenant_a):
+    from integrations.services import destination_set_active
+
+    tenant, destination, receiver = setup
+    destination_set_active(destination=destination, actor=None, active=False)
+    publish(tenant, 3)
+    html = client_for(tenant_a.admin).get(f"/integrations/destinations/{destination.pk}/")
+    assert "Paused: 3 events wait and go out in order" in html.content.decode()
