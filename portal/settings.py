@@ -236,7 +236,6 @@ WEBHOOK_DISABLE_AFTER = _duration_seconds(env.str("WEBHOOK_DISABLE_AFTER", defau
 WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
 WEBHOOK_SECRET_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_OVERLAP_HOURS", default=24)
 WEBHOOK_LEASE_MARGIN = env.int("WEBHOOK_LEASE_MARGIN", default=15)
-WEBHOOK_SWEEP_INTERVAL = env.float("WEBHOOK_SWEEP_INTERVAL", default=2.0)
 # A destination's timeout is 1 to WEBHOOK_TIMEOUT_MAX seconds; each attempt ends within it + 1.
 WEBHOOK_TIMEOUT_MAX = 300
 # The delivery loops: asyncio loops running as long django-q2 tasks, each with many sends in

@@ -41,7 +41,6 @@ def child_env(*, receivers=(), redis_url: str | None = None, **overrides) -> dic
         "WEBHOOK_ALLOWED_PRIVATE_TARGETS": ",".join(f"127.0.0.1:{r.port}" for r in receivers),
         "WEBHOOK_RETRY_SCHEDULE": "1",
         "WEBHOOK_RETRY_JITTER": "0",
-        "WEBHOOK_SWEEP_INTERVAL": "0.5",
         "WEBHOOK_LEASE_MARGIN": "2",
         "LOG_LEVEL": "WARNING",
     }
