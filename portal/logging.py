@@ -35,3 +35,15 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class ClientErrorFilter(logging.Filter):
+    """django.security.* reports a client's bad request (bad Host header, too many fields):
+    one WARNING line without a traceback, and without the request's repr (its query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = record.stack_info = None
+        record.__dict__.pop("request", None)
+        return True
