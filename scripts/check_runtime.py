@@ -1,7 +1,8 @@
 """Prove that requirements.txt alone runs production (`make check-runtime`, CI).
 
 Creates a scratch virtual environment with only requirements.txt (no test or development
-tool), then, with the documented production settings (deploy/oneprotect.env.example, fresh
+tool; installed without dependency resolution, then `pip check`, so that every dependency must
+be pinned in the file), then, with the documented production settings (deploy/oneprotect.env.example, fresh
 keys from `manage.py generate_keys`, loopback database and Redis URLs that are never
 connected to) runs:
   - `manage.py check --deploy --fail-level WARNING` (must be clean),
@@ -103,9 +104,11 @@ def main() -> int:
     run(
         "install requirements.txt alone",
         [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        + ["-r", "requirements.txt"],
+        + ["--no-deps", "-r", "requirements.txt"],
         timeout=900,
     )
+    # --no-deps above, then pip check: every dependency must be pinned in the file itself.
+    run("every dependency is pinned (pip check)", [python, "-m", "pip", "check"], timeout=120)
     env = {
         "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
