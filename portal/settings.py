@@ -21,6 +21,8 @@ DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noqa
 DEV_FIELD_ENCRYPTION_KEY = "ZGV2LW9ubHktZmllbGQta2V5LW5vdC1mb3ItcHJvZCE="
 
 SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY if DEBUG else "")
+# Previous keys that still verify sessions and signed values while a new SECRET_KEY takes over.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
 # Secrets at rest (signing secrets, custom header values): Fernet keys, the first encrypts.
 FIELD_ENCRYPTION_KEYS = env.list(

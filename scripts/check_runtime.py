@@ -1,10 +1,10 @@
 """Prove that requirements.txt alone runs production (`make check-runtime`, CI).
 
 Creates a scratch virtual environment with only requirements.txt (no test or development
-tool; installed without dependency resolution, then `pip check`, so that every dependency must
-be pinned in the file), then, with the documented production settings (deploy/oneprotect.env.example, fresh
-keys from `manage.py generate_keys`, loopback database and Redis URLs that are never
-connected to) runs:
+tool; installed without dependency resolution, then `pip check`, so that every dependency
+must be pinned in the file). Then, with the documented production settings
+(deploy/oneprotect.env.example, fresh keys from `manage.py generate_keys`, loopback database
+and Redis URLs that are never connected to), it runs:
   - `manage.py check --deploy --fail-level WARNING` (must be clean),
   - an import of every module of the apps (portal, integrations, audit), so that a runtime
     import of a development-only package fails here,
