@@ -210,3 +210,16 @@ def test_a_bad_host_header_is_one_warning_line_without_traceback(client):
     assert "secret-value" not in line  # the request's repr (with its query string) is dropped
     others = [json.loads(text) for text in console_out.getvalue().splitlines()]
     assert [r for r in others if r["level"] not in ("INFO", "DEBUG")] == []
+
+
+# The HTTPS redirect ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_https_redirect_spares_the_health_probe(settings, client):
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/healthz").status_code == 200
+    page = client.get("/login/")
+    assert page.status_code == 301
+    assert page["Location"] == "https://testserver/login/"
+    assert client.get("/login/", secure=True).status_code == 200
