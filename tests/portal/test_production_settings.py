@@ -223,3 +223,28 @@ def test_https_redirect_spares_the_health_probe(settings, client):
     assert page.status_code == 301
     assert page["Location"] == "https://testserver/login/"
     assert client.get("/login/", secure=True).status_code == 200
+
+
+# Static files not collected -------------------------------------------------------------------
+
+
+def test_web_processes_name_static_files_that_were_not_collected(settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+    settings.STATIC_ROOT = tmp_path
+    problem = checks.static_files_missing()
+    assert problem and "collectstatic" in problem and "staticfiles.json" in problem
+    (tmp_path / "staticfiles.json").write_text("{}")
+    assert checks.static_files_missing() is None
+
+
+def test_log_lines_leave_out_the_request_and_its_query_string():
+    from portal.logging import JsonFormatter
+
+    record = logging.makeLogRecord(
+        {"msg": "Internal Server Error: /x", "request": "<WSGIRequest: GET '/x?token=secret'>"}
+    )
+    line = JsonFormatter().format(record)
+    assert "secret" not in line and "request" not in json.loads(line)
