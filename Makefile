@@ -2,14 +2,16 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+# requirements.txt is what production runs; requirements-dev.txt adds the tools (and includes it).
+REQUIREMENTS := requirements.txt requirements-dev.txt
+STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format e2e chaos bench clean
+.PHONY: run test lint format e2e chaos bench clean check-runtime
 
-$(STAMP): requirements.txt
+$(STAMP): $(REQUIREMENTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 run: $(STAMP)
@@ -25,6 +27,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# requirements.txt alone (a scratch venv) runs production: check --deploy, every import, gunicorn.
+check-runtime:
+	$(PYTHON) scripts/check_runtime.py
 
 clean:
 	rm -rf $(VENV) .data artifacts .pytest_cache .ruff_cache

@@ -30,8 +30,20 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            # Django's `request` extra is left out: its repr carries the query string.
+            if key not in _STANDARD and not key.startswith("_") and key != "request":
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class ClientErrorFilter(logging.Filter):
+    """django.security.* reports a client's bad request (bad Host header, too many fields):
+    one WARNING line without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True

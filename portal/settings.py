@@ -5,7 +5,6 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -13,27 +12,22 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 
-# Development defaults exist only with DEBUG on (make run); production must set real values.
-_DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noqa: S105
+# Development defaults exist only with DEBUG on (make run); production must set real values
+# (`manage.py generate_keys` prints both keys). A missing or refused value does not stop the
+# import, so that `generate_keys` runs before any key exists: our system checks
+# (portal/checks.py) name it and stop migrate, qcluster, runserver and the web processes.
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noqa: S105
 # A fixed Fernet key for development only (make run, tests). Refused when DEBUG is off.
 DEV_FIELD_ENCRYPTION_KEY = "ZGV2LW9ubHktZmllbGQta2V5LW5vdC1mb3ItcHJvZCE="
 
-SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
-if not SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY if DEBUG else "")
+# Previous keys that still verify sessions and signed values while a new SECRET_KEY takes over.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
 # Secrets at rest (signing secrets, custom header values): Fernet keys, the first encrypts.
 FIELD_ENCRYPTION_KEYS = env.list(
     "FIELD_ENCRYPTION_KEYS", default=[DEV_FIELD_ENCRYPTION_KEY] if DEBUG else []
 )
-if not FIELD_ENCRYPTION_KEYS:
-    raise ImproperlyConfigured(
-        "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off "
-        "(generate one: python -c 'from cryptography.fernet import Fernet; "
-        "print(Fernet.generate_key().decode())')."
-    )
-if not DEBUG and DEV_FIELD_ENCRYPTION_KEY in FIELD_ENCRYPTION_KEYS:
-    raise ImproperlyConfigured("The development encryption key is refused when DEBUG is off.")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -44,6 +38,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # WhiteNoise serves static files under runserver too, as it does in production.
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "axes",
@@ -57,6 +53,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -87,12 +84,8 @@ TEMPLATES = [
 ]
 
 # The database. `make run` and `make test` start an embedded PostgreSQL and set DATABASE_URL.
-if "DATABASE_URL" not in env:
-    raise ImproperlyConfigured(
-        "DATABASE_URL is not set. Use `make run` / `make test` (they start an embedded "
-        "PostgreSQL), or set DATABASE_URL=postgres://user:password@host:5432/name."
-    )
-DATABASES = {"default": env.db("DATABASE_URL")}
+# Unset, Django gets no database and the system check portal.E006 says what to set.
+DATABASES = {"default": env.db("DATABASE_URL") if "DATABASE_URL" in env else {}}
 # A unix-socket directory may be given percent-encoded as the host (postgres://u@%2Frun%2Fpg/db).
 DATABASES["default"]["HOST"] = unquote(DATABASES["default"].get("HOST") or "")
 # django-q2's ORM broker closes old connections on every enqueue: keep them (NOTES.md).
@@ -136,9 +129,16 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files: `manage.py collectstatic` writes them, compressed and with content-hashed
+# names, to STATIC_ROOT; WhiteNoise serves them from the web processes under /static/ with
+# far-future caching (so gunicorn alone serves a styled portal and admin).
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # Security hardening: on by default, relaxed only in development.
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
@@ -151,8 +151,14 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# A load balancer's plain-HTTP health probe must not be redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Preloading commits the whole domain to HTTPS for browsers' lifetimes: the operator's choice,
+# so `check --deploy` does not warn while it is off.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -161,19 +167,29 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "portal.logging.JsonFormatter"}},
-    "filters": {"request_id": {"()": "portal.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "portal.logging.RequestIdFilter"},
+        "client_error": {"()": "portal.logging.ClientErrorFilter"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json",
             "filters": ["request_id"],
-        }
+        },
+        "client_errors": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_id", "client_error"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Our own request line replaces Django's, which would log query strings.
         "django.server": {"handlers": [], "propagate": False},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # A bad Host header and other refused requests: the client's mistake, not ours.
+        "django.security": {"handlers": ["client_errors"], "propagate": False},
         # django-q2 logs every task at INFO; its warnings and errors are what matter.
         "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
     },

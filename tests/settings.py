@@ -9,3 +9,13 @@ os.environ.setdefault("Q_CLUSTER_NAME", f"oneprotect-test-{os.getpid()}")
 from portal.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
+
+# Tests render pages without running collectstatic: plain storage (unhashed names) and
+# WhiteNoise finding files in static/ as under runserver. The production storage is tested
+# with a real collectstatic and gunicorn (tests/portal/test_production.py).
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
