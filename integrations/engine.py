@@ -44,8 +44,9 @@ from integrations.models import (
     Destination,
     ErrorKind,
     Health,
+    Provider,
 )
-from integrations.signing import PreparedRequest, event_envelope, prepare, serialize_body
+from integrations.signing import PreparedRequest, prepare, serialize_body
 
 logger = logging.getLogger("integrations.engine")
 
@@ -128,7 +129,7 @@ def forget_owner() -> None:
 class Claim:
     destination: Destination
     delivery: Delivery
-    envelopes: list[dict]
+    envelope_texts: list[str]  # each event's envelope as JSON text, built by PostgreSQL
     lease_owner: str
     request: PreparedRequest | None = None
     held: bool = False
@@ -141,6 +142,11 @@ class Claim:
     @property
     def timeout(self) -> float:
         return float(self.destination.timeout_seconds)
+
+    @property
+    def envelopes(self) -> list[dict]:
+        """The envelopes as objects (formats other than the default batch need them)."""
+        return [json.loads(text) for text in self.envelope_texts]
 
 
 # SQL fragments below are our own constants (no input): assembled once at import.
@@ -198,9 +204,15 @@ ORDER BY destination_id, first_item_id, id
 # The next batch of each destination: its oldest waiting events (in outbox order) that were
 # committed before the oldest transaction still running (or written by this transaction), so
 # that a later commit can never slip in ahead of what was already sent.
-WAITING_SQL = """
-SELECT q.destination_id, de.id, e.event_id, e.event_type, e.event_time, e.severity, t.slug,
-       e.payload::text, octet_length(e.payload::text)
+# One event's envelope as JSON text, made by PostgreSQL (no decoding and re-encoding of the
+# payload in Python): the `events` entries of the documented body.
+ENVELOPE = """json_build_object(
+    'event_id', e.event_id, 'event_type', e.event_type,
+    'event_time', floor(extract(epoch FROM e.event_time) * 1000)::bigint,
+    'severity', e.severity, 'tenant', t.slug, 'event', e.payload)::text"""
+
+WAITING_SQL = f"""
+SELECT q.destination_id, de.id, {ENVELOPE}
 FROM unnest(%s::uuid[], %s::int[]) AS q(destination_id, size)
 CROSS JOIN LATERAL (
     SELECT id, event_id FROM integrations_deliveryevent
@@ -212,30 +224,16 @@ CROSS JOIN LATERAL (
 JOIN integrations_event e ON e.id = de.event_id
 JOIN portal_tenant t ON t.id = e.tenant_id
 ORDER BY q.destination_id, de.id
-"""
+"""  # noqa: S608 (constants only)
 
-ITEMS_SQL = """
-SELECT de.delivery_id, e.event_id, e.event_type, e.event_time, e.severity, t.slug,
-       e.payload::text
+ITEMS_SQL = f"""
+SELECT de.delivery_id, {ENVELOPE}
 FROM integrations_deliveryevent de
 JOIN integrations_event e ON e.id = de.event_id
 JOIN portal_tenant t ON t.id = e.tenant_id
 WHERE de.delivery_id = ANY(%s)
 ORDER BY de.delivery_id, de.id
-"""
-
-
-def _envelope(event_id, event_type, event_time, severity, slug, payload) -> dict:
-    if isinstance(payload, str):
-        payload = json.loads(payload)
-    return event_envelope(
-        event_id=event_id,
-        event_type=event_type,
-        event_time=event_time,
-        severity=severity,
-        tenant_slug=slug,
-        payload=payload,
-    )
+"""  # noqa: S608 (constants only)
 
 
 def _batch_size(destination: Destination) -> int:
@@ -343,11 +341,11 @@ def _claims_for_open(cursor, by_id, open_rows, owner) -> tuple[list, list, list,
             [sendable],
         )
         cursor.execute(ITEMS_SQL, [sendable])
-        envelopes: dict[int, list[dict]] = {}
-        for row in cursor.fetchall():
-            envelopes.setdefault(row[0], []).append(_envelope(*row[1:]))
+        texts: dict[int, list[str]] = {}
+        for delivery_id, text in cursor.fetchall():
+            texts.setdefault(delivery_id, []).append(text)
         for claim in claims:
-            claim.envelopes = envelopes.get(claim.delivery.pk, [])
+            claim.envelope_texts = texts.get(claim.delivery.pk, [])
     return claims, lost, idle, later
 
 
@@ -362,7 +360,7 @@ def _claim(destination: Destination, delivery: Delivery, owner: str) -> Claim:
     return Claim(
         destination=destination,
         delivery=delivery,
-        envelopes=[],
+        envelope_texts=[],
         lease_owner=owner,
         held=destination.held_since is not None,
         ever_succeeded=destination.last_success_at is not None,
@@ -386,15 +384,15 @@ def _new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Cla
             idle.append(destination_id)
             continue
         item_ids: list[int] = []
-        envelopes: list[dict] = []
+        envelopes: list[str] = []
         size = 20
-        for row in items:
-            approx = row[8] + 200  # the envelope's own fields
-            if envelopes and size + approx > settings.WEBHOOK_BATCH_MAX_BYTES:
+        for _, item_id, text in items:
+            approx = len(text) if text.isascii() else len(text.encode())  # bytes
+            if envelopes and size + approx + 1 > settings.WEBHOOK_BATCH_MAX_BYTES:
                 break
-            size += approx
-            item_ids.append(row[1])
-            envelopes.append(_envelope(*row[2:8]))
+            size += approx + 1
+            item_ids.append(item_id)
+            envelopes.append(text)
         batches.append((by_id[destination_id], item_ids, envelopes))
     if not batches:
         return []
@@ -441,7 +439,7 @@ def _new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Cla
             created_at=now,
         )
         claim = _claim(destination, delivery, owner)
-        claim.envelopes = envelopes
+        claim.envelope_texts = envelopes
         claims.append(claim)
     cursor.execute(
         """
@@ -457,11 +455,19 @@ def _new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Cla
 def _prepare(claim: Claim) -> None:
     """Serialize once and sign; a failure here is recorded as the attempt's outcome."""
     try:
-        body = serialize_body(claim.destination, claim.envelopes)
+        if _is_default_format(claim.destination):
+            body = ('{"events":[' + ",".join(claim.envelope_texts) + "]}").encode()
+        else:
+            body = serialize_body(claim.destination, claim.envelopes)
         claim.request = prepare(claim.destination, body, message_id=f"msg_{claim.delivery.pk}")
     except Exception as error:  # e.g. a secret that no configured key can decrypt
         logger.exception("could not prepare a request for destination %s", claim.destination.pk)
         claim.error = f"The request could not be prepared ({type(error).__name__})."
+
+
+def _is_default_format(destination: Destination) -> bool:
+    """The documented `{"events": [...]}` batch, which needs no re-encoding."""
+    return destination.provider == Provider.CUSTOM and _batch_size(destination) > 1
 
 
 def failed_outcome(claim: Claim, detail: str, kind: str = ErrorKind.OTHER) -> Outcome:
@@ -523,12 +529,38 @@ def record_outcome(claim: Claim, outcome: Outcome) -> Delivery:
     return claim.delivery
 
 
-DEST_LOCK_SQL = """
-SELECT id, lease_owner, failing_since, health_alerted, last_success_at, held_since,
-       permanent_failures_in_row, failed_attempts_in_row, last_attempt_at,
-       rate_limit_per_second, statement_timestamp()
+# The destination's delivery bookkeeping that recording an outcome may change, with its SQL
+# type (all of it is written back in one statement for every destination of a record).
+BOOKKEEPING = {
+    "last_attempt_at": "timestamptz",
+    "last_status_code": "int",
+    "last_error_kind": "text",
+    "last_outcome_ok": "boolean",
+    "last_success_at": "timestamptz",
+    "failing_since": "timestamptz",
+    "retrying": "boolean",
+    "health_alerted": "boolean",
+    "failed_attempts_in_row": "int",
+    "permanent_failures_in_row": "int",
+    "held_since": "timestamptz",
+    "hold_reason": "text",
+    "disabled_at": "timestamptz",
+    "disabled_reason": "text",
+    "next_due_at": "timestamptz",
+}
+DEST_LOCK_SQL = f"""
+SELECT id, lease_owner, rate_limit_per_second, statement_timestamp() AS now,
+       {", ".join(BOOKKEEPING)}
 FROM integrations_destination WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE
-"""
+"""  # noqa: S608 (constants only)
+DEST_UPDATE_SQL = f"""
+UPDATE integrations_destination d
+SET {", ".join(f"{column} = v.{column}" for column in BOOKKEEPING)},
+    lease_until = NULL, lease_owner = ''
+FROM unnest(%s::uuid[], {", ".join(f"%s::{kind}[]" for kind in BOOKKEEPING.values())})
+     AS v(id, {", ".join(BOOKKEEPING)})
+WHERE d.id = v.id
+"""  # noqa: S608 (constants only)
 
 
 def record_lost(lost: Sequence[Claim]) -> None:
@@ -548,7 +580,8 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
     with transaction.atomic(), connection.cursor() as cursor:
         # Destinations first, in id order: publishers and the delete service lock them too.
         cursor.execute(DEST_LOCK_SQL, [sorted({str(c.destination.pk) for c, _ in results})])
-        rows = {row[0]: row for row in cursor.fetchall()}
+        names = [column.name for column in cursor.description]
+        rows = {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
         attempts: list[Attempt] = []
         delivery_updates: list[list] = []
         destination_updates: dict = {}
@@ -558,7 +591,7 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
             if row is None:  # deleted meanwhile: its deliveries went with it
                 done.append(Recorded("gone"))
                 continue
-            if row[1] != claim.lease_owner:
+            if row["lease_owner"] != claim.lease_owner:
                 # Our lease was taken over: keep the attempt as history, change nothing else.
                 attempts.append(_attempt_row(claim.delivery, outcome))
                 done.append(Recorded("fenced", claim.delivery))
@@ -574,14 +607,18 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
         Attempt.objects.bulk_create(attempts)
         _update_deliveries(cursor, delivery_updates)
         _set_next_due(cursor, finished, destination_updates, rows)
-        _update_destinations(cursor, destination_updates)
+        _update_destinations(cursor, destination_updates, rows)
     return done
 
 
 def _apply(policy: Policy, claim: Claim, outcome: Outcome, row, updates: dict) -> Recorded:
     """Decide, and fill in the delivery's and destination's new values."""
-    (_, _, failing_since, health_alerted, last_success_at, held_since, permanent_in_row,
-     failed_in_row, last_attempt_at, rate_limit, now) = row  # fmt: skip
+    now = row["now"]
+    failing_since, health_alerted = row["failing_since"], row["health_alerted"]
+    last_success_at, held_since = row["last_success_at"], row["held_since"]
+    permanent_in_row = row["permanent_failures_in_row"]
+    failed_in_row, last_attempt_at = row["failed_attempts_in_row"], row["last_attempt_at"]
+    rate_limit = row["rate_limit_per_second"]
     delivery = claim.delivery
     pending = updates.setdefault(claim.destination.pk, {"_alerts": []})
     decision = decide(
@@ -785,23 +822,25 @@ def _set_next_due(cursor, finished, updates: dict, rows: dict) -> None:
     for claim, _ in finished:
         pk = claim.destination.pk
         pending = updates[pk]
-        pending["next_due_at"] = rows[pk][10] if pk in busy else None
+        pending["next_due_at"] = rows[pk]["now"] if pk in busy else None
 
 
-def _update_destinations(cursor, updates: dict) -> None:
+def _update_destinations(cursor, updates: dict, rows: dict) -> None:
+    """Write every recorded destination's bookkeeping back and free its lease: one statement."""
+    if not updates:
+        return
+    columns: dict[str, list] = {"id": [], **{column: [] for column in BOOKKEEPING}}
     for destination_id, values in updates.items():
         alerts = values.pop("_alerts", [])
         not_before = values.pop("_not_before", None)
         if not_before is not None and values.get("next_due_at") is not None:
             values["next_due_at"] = max(values["next_due_at"], not_before)
-        assignments = ", ".join(f"{column} = %s" for column in values)
-        cursor.execute(
-            f"UPDATE integrations_destination SET {assignments}, lease_until = NULL, "  # noqa: S608 (column names are ours)
-            "lease_owner = '' WHERE id = %s",
-            [*values.values(), destination_id],
-        )
+        columns["id"].append(str(destination_id))
+        for column in BOOKKEEPING:
+            columns[column].append(values.get(column, rows[destination_id][column]))
         for health, reason in alerts:
             transaction.on_commit(partial(publish_health, destination_id, health, reason))
+    cursor.execute(DEST_UPDATE_SQL, list(columns.values()))
 
 
 def publish_health(destination_id, health: str, reason: str) -> None:
