@@ -41,38 +41,6 @@ SWEEP_LOCK = 0x5EE9
 
 
 # Queueing ---------------------------------------------------------------------------------
-def enqueue_items(event_pk: int, destination_ids: list) -> None:
-    """Add an event to destinations' outboxes; wake the ones that were idle, after commit."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO integrations_deliveryevent (destination_id, event_id, delivery_id)
-            SELECT d, %s, NULL FROM unnest(%s::uuid[]) AS d
-            ON CONFLICT DO NOTHING
-            """,
-            [event_pk, destination_ids],
-        )
-        # Lock in id order (no deadlocks between publishers); a worker that is finishing
-        # with this destination waits for us, or we see its "idle" and mark it due.
-        cursor.execute(
-            """
-            SELECT id FROM integrations_destination
-            WHERE id = ANY(%s::uuid[]) AND next_due_at IS NULL
-            ORDER BY id FOR UPDATE
-            """,
-            [destination_ids],
-        )
-        idle = [row[0] for row in cursor.fetchall()]
-        if idle:
-            cursor.execute(
-                "UPDATE integrations_destination SET next_due_at = now() "
-                "WHERE id = ANY(%s::uuid[]) AND next_due_at IS NULL",
-                [idle],
-            )
-    for destination_id in idle:
-        transaction.on_commit(partial(wake, destination_id))
-
-
 def mark_due_now(destination_id) -> None:
     """Make a destination's waiting work due now and wake a worker once committed."""
     now = timezone.now()
@@ -90,6 +58,12 @@ def wake(destination_id) -> None:
         enqueue_drain(destination_id)
     except Exception:  # a lost wake-up only delays delivery until the next sweep
         logger.warning("could not queue a drain task", exc_info=True)
+
+
+def wake_many(destination_ids) -> None:
+    """Wake workers for several destinations (outbox.enqueue calls it once per commit)."""
+    for destination_id in destination_ids:
+        wake(destination_id)
 
 
 # Claim ------------------------------------------------------------------------------------

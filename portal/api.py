@@ -3,13 +3,15 @@
 
 Error shape: every error is `{"detail": "..."}`; a 400 also has `"errors"`, messages by field
 name (`"body"` for the body as a whole). Bad input is never a 500: malformed JSON, wrong types,
-NUL characters and unknown enum values are 400; a body over DATA_UPLOAD_MAX_MEMORY_SIZE is 413.
+NUL characters and unknown enum values are 400; a body over EVENTS_BATCH_MAX_BYTES (or Django's
+DATA_UPLOAD_MAX_MEMORY_SIZE, if lower) is 413.
 """
 
 from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Swagger
@@ -18,6 +20,7 @@ from ninja.errors import ValidationError as RequestValidationError
 from ninja.parser import Parser
 
 from integrations.api import router as v1_router
+from integrations.api_schemas import BODY_TAGS
 from portal.tokens import ApiTokenAuth
 
 DESCRIPTION = """
@@ -48,6 +51,8 @@ class JsonObjectParser(Parser):
     """Request bodies are JSON objects; anything else is refused before validation."""
 
     def parse_body(self, request: HttpRequest) -> dict | None:
+        if len(request.body) > settings.EVENTS_BATCH_MAX_BYTES:
+            raise RequestDataTooBig  # the largest body the API takes: a full batch of events
         data = json.loads(request.body)
         if data is None:
             return None  # JSON null: as if no body was sent
@@ -100,7 +105,7 @@ def _field_of(location: tuple) -> str:
     source, *rest = location or ("body",)
     if source == "body":
         rest = rest[1:]  # the operation's parameter name
-    names = [str(part) for part in rest if not isinstance(part, int)]
+    names = [str(part) for part in rest if not isinstance(part, int) and part not in BODY_TAGS]
     return names[0] if names else str(source)
 
 
@@ -144,7 +149,9 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 @api.exception_handler(RequestDataTooBig)
 def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return _json(request, {"detail": "The request body is too large."}, 413)
+    limit = min(settings.EVENTS_BATCH_MAX_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2**63)
+    detail = f"The request body is too large: the limit is {limit} bytes."
+    return _json(request, {"detail": detail}, 413)
 
 
 @api.exception_handler(Http404)
