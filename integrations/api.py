@@ -54,6 +54,7 @@ from integrations.events import (
     PublishError,
     event_publish,
     event_publish_many,
+    validate_event,
     validate_events,
 )
 from integrations.explain import Explanation, explain
@@ -581,11 +582,20 @@ def _publish_batch(principal: ApiPrincipal, items: list[Any]):
     positions: list[int] = []
     checked: list[dict[str, Any]] = []
     for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors[f"events[{index}]"] = ["Each event must be a JSON object."]
+            continue
         try:
             checked.append(_service_item(EventIn.model_validate(item)))
             positions.append(index)
         except PydanticValidationError as error:
-            for field, messages in _type_errors(error).items():
+            found = _type_errors(error)
+            try:  # the rules too, for the fields whose type was right
+                validate_event({**item, "payload": item.get("event")})
+            except PublishError as rules:
+                for field, message in rules.errors.items():
+                    found.setdefault(field, [message])
+            for field, messages in found.items():
                 errors[f"events[{index}].{field}"] = messages
     try:
         if errors:
@@ -612,7 +622,7 @@ def _publish_batch(principal: ApiPrincipal, items: list[Any]):
 
 def _error_order(key: str) -> tuple[int, str]:
     """`events[10].x` after `events[9].y`: by item index, then field."""
-    index, _, field = key.removeprefix("events[").partition("].")
+    index, _, field = key.removeprefix("events[").partition("]")
     return int(index), field
 
 

@@ -335,8 +335,9 @@ EventPublishIn = Annotated[
 class EventBatchItemOut(Schema):
     event_id: uuid.UUID
     status: Literal["created", "duplicate"] = Field(
-        ..., description="`duplicate`: this event_id was published before (or earlier in the "
-        "batch); the stored event is kept."
+        ...,
+        description="`duplicate`: this event_id was published before (or earlier in the "
+        "batch); the stored event is kept.",
     )
 
 

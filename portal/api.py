@@ -137,6 +137,8 @@ def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     """401, 403, 409 and ninja's own 400 for a body it cannot read."""
     cause = exc.__cause__
+    if isinstance(cause, RequestDataTooBig):  # refused by JsonObjectParser
+        return too_large(request, cause)
     if exc.status_code == 400:
         reason = "The request body is not valid JSON."
         if isinstance(cause, NotAnObject):

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from integrations.events import BatchPublishError, PublishError, event_publish, event_publish_many
 from portal.models import Tenant
 
-SINGLE_OPTIONS = ("event_type", "event_id", "event_time")
+SINGLE_OPTIONS = {"event_type": "--type", "event_id": "--event-id", "event_time": "--time"}
 
 
 class Command(BaseCommand):
@@ -51,11 +51,11 @@ class Command(BaseCommand):
         if file is None:
             self._publish_one(tenant_obj, **options)
             return
-        given = [f"--{name.replace('_', '-')}" for name in SINGLE_OPTIONS if options[name]]
+        given = [flag for name, flag in SINGLE_OPTIONS.items() if options[name]]
         if given:
             raise CommandError(f"--file takes the events from the file; drop {', '.join(given)}.")
         limit = settings.EVENTS_BATCH_MAX_COUNT
-        batch_size = options["batch_size"] or limit
+        batch_size = options.pop("batch_size") or limit
         if not 1 <= batch_size <= limit:
             raise CommandError(f"--batch-size must be between 1 and {limit}.")
         if file == "-":
