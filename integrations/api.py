@@ -2,8 +2,9 @@
 
 Operations are thin, like the portal's views: the token gives the tenant and the role
 (`requires(...)` checks the permission table before anything else runs), objects are found
-within the tenant (another tenant's object is 404), DestinationForm and events.validate_event validate,
-and the same services as the portal write, with their audit entries. Mounted by portal/api.py.
+within the tenant (another tenant's object is 404), DestinationForm and events.validate_event
+validate, and the same services as the portal write, with their audit entries. Mounted by
+portal/api.py.
 """
 
 from __future__ import annotations
