@@ -7,7 +7,8 @@ and one after-commit hook wakes delivery. The engine reads and advances the rows
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from functools import partial
 
 from django.db import connection, transaction
@@ -25,7 +26,9 @@ def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
         raise ValueError("event_pks and destination_ids must be parallel lists.")
     if not event_pks:
         return []
-    destinations = sorted({str(destination_id) for destination_id in destination_ids})
+    # As text once per destination (a non-UUID is refused here, before any SQL).
+    canonical = {d: str(uuid.UUID(str(d))) for d in set(destination_ids)}
+    destinations = sorted(set(canonical.values()))
     with connection.cursor() as cursor:
         # Columns listed explicitly: the table has columns with defaults (e.g. the
         # publishing transaction's id) that a publisher must never set.
@@ -37,7 +40,10 @@ def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
             ORDER BY pair.event_id, pair.destination_id
             ON CONFLICT DO NOTHING
             """,
-            [list(event_pks), [str(d) for d in destination_ids]],
+            [
+                array_literal(int(pk) for pk in event_pks),
+                array_literal(canonical[d] for d in destination_ids),
+            ],
         )
         # Lock in id order (no deadlocks between publishers); a worker that is finishing
         # with this destination waits for us, or we see its "idle" and mark it due.
@@ -47,15 +53,21 @@ def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
             WHERE id = ANY(%s::uuid[]) AND next_due_at IS NULL
             ORDER BY id FOR UPDATE
             """,
-            [destinations],
+            [array_literal(destinations)],
         )
         idle = [row[0] for row in cursor.fetchall()]
         if idle:
             cursor.execute(
                 "UPDATE integrations_destination SET next_due_at = now() "
                 "WHERE id = ANY(%s::uuid[]) AND next_due_at IS NULL",
-                [idle],
+                [array_literal(idle)],
             )
     if idle:
         transaction.on_commit(partial(engine.wake_many, idle))
     return idle
+
+
+def array_literal(values: Iterable[int | uuid.UUID | str]) -> str:
+    """A PostgreSQL array literal of integers or UUIDs (nothing to escape; callers pass
+    nothing else): one text parameter, not a list the driver quotes element by element."""
+    return "{" + ",".join(str(value) for value in values) + "}"
