@@ -513,12 +513,52 @@ def resend_delivery(request: HttpRequest, delivery_id: DeliveryId):
 EVENTS = ["Events"]
 
 
+def _with_examples(options: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
+    """Route options plus request body examples for Swagger (a choice of bodies to try)."""
+    body = {"requestBody": {"content": {"application/json": {"examples": examples}}}}
+    return {**options, "openapi_extra": {**options["openapi_extra"], **body}}
+
+
+PUBLISH_EXAMPLES = {
+    "one": {
+        "summary": "One event",
+        "value": {
+            "event_id": "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+            "event_type": "detection.alert",
+            "severity": "high",
+            "event_time": "2026-11-23T10:00:00Z",
+            "event": {"detection": "Impossible travel sign-in", "match_count": 3},
+        },
+    },
+    "batch": {
+        "summary": "A batch (all or nothing)",
+        "value": {
+            "events": [
+                {
+                    "event_id": "6b0c1c5e-7a43-4a8e-9d55-2f5a0c1b8e01",
+                    "event_type": "inbound_protection.malicious",
+                    "severity": "critical",
+                    "event": {"subject": "Overdue invoice #48213", "action": "quarantined"},
+                },
+                {
+                    "event_id": "6b0c1c5e-7a43-4a8e-9d55-2f5a0c1b8e02",
+                    "event_type": "ai_response.quarantine_release",
+                    "severity": "low",
+                    "event_time": 1795428000123,
+                    "event": {"reason": "false positive"},
+                },
+            ]
+        },
+    },
+}
+
+
 @router.post(
     "/events",
     response={201: EventOut | EventBatchOut, 200: EventOut | EventBatchOut, **BODY, **DENIED},
     tags=EVENTS,
     summary="Publish an event, or a batch of events",
-    **requires(Capability.MANAGE_DESTINATIONS),
+    **_with_examples(requires(Capability.MANAGE_DESTINATIONS), PUBLISH_EXAMPLES),
 )
 def publish_event(request: HttpRequest, payload: Body[EventPublishIn]):
     """Admins only (publishing makes deliveries happen). One event: 201 when stored; 200 with

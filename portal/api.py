@@ -35,6 +35,13 @@ per field name, e.g.
 `{"detail": "Validation failed", "errors": {"endpoint_url": ["endpoint_url must not target a
 private or reserved address"]}}`.
 
+**Publishing events**: `POST /api/v1/events` takes one event, or a batch of up to 1,000
+(EVENTS_BATCH_MAX_COUNT; a body of at most EVENTS_BATCH_MAX_BYTES, 5 MiB by default):
+`{"events": [{"event_type": "detection.alert", "event": {...}}, ...]}`. A batch is stored all
+or nothing: a 400 names each bad item, e.g. `{"errors": {"events[3].event_type": ["..."]}}`.
+Publishing is idempotent on `event_id`; a batch's answer gives each item's `event_id` and
+`status` (`created` or `duplicate`).
+
 **Roles**: reads need any role; writes (destinations, test, rotate-secret, resend) and
 publishing events need the admin role; the audit log is readable by every role.
 """

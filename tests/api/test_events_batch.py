@@ -195,3 +195,14 @@ def test_the_openapi_document_shows_both_bodies(client):
     events = schema["components"]["schemas"]["EventBatchIn"]["properties"]["events"]
     assert events["minItems"] == 1 and events["maxItems"] == 1000
     assert events["items"]["required"] == ["event_type", "event"]
+
+
+def test_the_documented_examples_are_accepted(admin_api, client):
+    schema = client.get("/api/openapi.json").json()
+    body = schema["paths"][f"{API}/events"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(body["examples"]) == {"one", "batch"}
+    batch = body["examples"]["batch"]["value"]
+    response = admin_api.post(EVENTS, batch)
+    assert response.status_code == 201, response.content
+    assert response.json()["created"] == len(batch["events"]) == 2
+    assert admin_api.post(EVENTS, body["examples"]["one"]["value"]).status_code == 201
