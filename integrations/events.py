@@ -10,6 +10,7 @@ once after commit. `event_publish` is a batch of one.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,13 +18,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from integrations import outbox
 from integrations.catalogue import EventType, Severity
 from integrations.models import Destination, Event
 from portal.models import Tenant
+
+logger = logging.getLogger("integrations.events")
+
+DEADLOCK = "40P01"  # SQLSTATE deadlock_detected
+PUBLISH_ATTEMPTS = 3
 
 
 class PublishError(ValueError):
@@ -226,6 +232,28 @@ def event_publish_many(
     if not unique:
         return []
     rows = list(unique.values())
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            created, stored = _store(tenant, rows)
+            break
+        except OperationalError as error:
+            # Two batches sharing event ids in different orders wait on each other's rows;
+            # PostgreSQL aborts one. Nothing of it was kept: run it again.
+            if attempt == PUBLISH_ATTEMPTS or getattr(error.__cause__, "sqlstate", "") != DEADLOCK:
+                raise
+            logger.info("publish: deadlock with a concurrent batch; attempt %d again", attempt + 1)
+    answers: list[PublishedEvent] = []
+    answered: set[uuid.UUID] = set()
+    for item in valid:
+        is_new = item.event_id in created and item.event_id not in answered
+        answered.add(item.event_id)
+        answers.append(PublishedEvent(item.event_id, stored[item.event_id], is_new))
+    return answers
+
+
+def _store(tenant: Tenant, rows: list[ValidEvent]) -> tuple[dict, dict]:
+    """Insert the new events and queue them, in one transaction: (created, stored) map each
+    event id to its row id, created for the rows this call inserted."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(INSERT_EVENTS, [tenant.pk, _batch_document(rows)])
@@ -235,18 +263,15 @@ def event_publish_many(
                 cursor.execute(
                     "SELECT event_id, id FROM integrations_event "
                     "WHERE tenant_id = %s AND event_id = ANY(%s::uuid[])",
-                    [tenant.pk, outbox.array_literal(e for e in unique if e not in created)],
+                    [
+                        tenant.pk,
+                        outbox.array_literal(r.event_id for r in rows if r.event_id not in created),
+                    ],
                 )
                 stored.update(cursor.fetchall())
         if created:
             _fan_out(tenant, [row for row in rows if row.event_id in created], created)
-    answers: list[PublishedEvent] = []
-    answered: set[uuid.UUID] = set()
-    for item in valid:
-        is_new = item.event_id in created and item.event_id not in answered
-        answered.add(item.event_id)
-        answers.append(PublishedEvent(item.event_id, stored[item.event_id], is_new))
-    return answers
+    return created, stored
 
 
 def event_publish(

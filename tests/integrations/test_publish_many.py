@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from integrations import engine, outbox
@@ -236,3 +239,84 @@ def test_a_published_batch_is_delivered_in_order(tenant_a, receiver, settings):
     event_publish_many(tenant=tenant_a.tenant, events=items)
     assert engine.drain(destination.pk) == 1
     assert receiver.events_received() == [i["event_id"] for i in items]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deadlock_with_a_concurrent_batch_is_retried(tenant_a, caplog):
+    """Batch [X, Y] meets another publisher holding Y that then inserts X: PostgreSQL aborts
+    one of the two; made to be ours (the other waits 60 s before it checks), we run again."""
+    tenant = tenant_a.tenant
+    first, second = item(1), item(2)
+    holder_waiting = threading.Event()
+    publisher_done = threading.Event()
+    results: dict = {}
+
+    def insert(cursor, row: dict) -> None:
+        cursor.execute(
+            "INSERT INTO integrations_event (tenant_id, event_id, event_type, severity, "
+            "event_time, payload, created_at) VALUES (%s, %s, 'detection.alert', 'high', "
+            "now(), '{}', now())",
+            [tenant.pk, row["event_id"]],
+        )
+
+    def holder() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL deadlock_timeout = '60s'")
+                insert(cursor, second)
+                holder_waiting.set()
+                assert wait_for(lambda: publisher_waits(cursor), 20)
+                insert(cursor, first)  # closes the cycle; the publisher is aborted first
+            results["holder"] = "committed"
+        except Exception as error:
+            results["holder"] = repr(error)
+        finally:
+            connection.close()
+
+    def publisher() -> None:
+        try:
+            assert holder_waiting.wait(20)
+            with connection.cursor() as cursor:
+                cursor.execute("SET deadlock_timeout = '3s'")
+            results["answers"] = event_publish_many(tenant=tenant, events=[first, second])
+        except Exception as error:
+            results["answers"] = repr(error)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET deadlock_timeout")
+            connection.close()
+            publisher_done.set()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=publisher)]
+    with caplog.at_level(logging.INFO, logger="integrations.events"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert publisher_done.is_set()
+    assert results["holder"] == "committed", results
+    answers = results["answers"]
+    assert [(str(a.event_id), a.created) for a in answers] == [
+        (first["event_id"], False),
+        (second["event_id"], False),
+    ]
+    assert "deadlock with a concurrent batch" in caplog.text
+    assert Event.objects.filter(event_type=EventType.DETECTION_ALERT).count() == 2
+
+
+def publisher_waits(cursor) -> bool:
+    cursor.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
+    cursor.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    return cursor.fetchone()[0] > 0
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
