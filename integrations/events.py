@@ -308,14 +308,10 @@ def destination_candidates(tenant: Tenant) -> list[Destination]:
     )
 
 
-def matching_destinations(tenant: Tenant, event_type: str, severity: str) -> list[Destination]:
-    """Active destinations of the tenant, and of its parent when they include child accounts."""
-    return _matching(destination_candidates(tenant), tenant, event_type, severity)
-
-
-def _matching(
-    candidates: list[Destination], tenant: Tenant, event_type: str, severity: str
+def matching_destinations(
+    candidates: list[Destination], *, tenant: Tenant, event_type: str, severity: str
 ) -> list[Destination]:
+    """The candidates (see destination_candidates) whose filters take this event."""
     return [
         d
         for d in candidates
@@ -335,7 +331,10 @@ def _fan_out(tenant: Tenant, rows: list[ValidEvent], pks: dict[uuid.UUID, int]) 
     for row in rows:
         key = (row.event_type, row.severity)
         if key not in matches:
-            matches[key] = [d.pk for d in _matching(candidates, tenant, *key)]
+            matching = matching_destinations(
+                candidates, tenant=tenant, event_type=row.event_type, severity=row.severity
+            )
+            matches[key] = [d.pk for d in matching]
         for destination_id in matches[key]:
             event_pks.append(pks[row.event_id])
             destination_ids.append(destination_id)

@@ -93,6 +93,7 @@ def test_items_without_an_event_id_get_one(admin_api):
         ({"event_time": [1]}, "event_time"),
         ({"event": "text"}, "event"),
         ({"event": {"a": "b\u0000"}}, "event"),
+        ({"event": {"a": "\ud800"}}, "event"),
         ({"event": {"big": "x" * 300_000}}, "event"),
     ],
 )

@@ -130,3 +130,13 @@ def test_options_are_checked(tenant_a, tmp_path, settings):
         run("--tenant", slug, "--file", str(tmp_path / "missing.ndjson"))
     with pytest.raises(CommandError, match="No tenant"):
         run("--tenant", "nobody", "--file", str(path))
+
+
+def test_the_simulator_command_publishes_in_batches(tenant_a):
+    out = io.StringIO()
+    call_command(
+        "simulate_events", "--tenant", tenant_a.tenant.slug, "--count", "25",
+        "--rate", "10000", "--seed", "1", stdout=out,
+    )  # fmt: skip
+    assert "published 25 events" in out.getvalue()
+    assert Event.objects.exclude(event_type=EventType.AUDIT_LOG).count() == 25

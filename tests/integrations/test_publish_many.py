@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ from integrations import engine, outbox
 from integrations.catalogue import EventType
 from integrations.events import BatchPublishError, event_publish, event_publish_many
 from integrations.models import DeliveryEvent, Destination, Event
+from integrations.simulator import publish_fake_events
 from tests.api import make_destination
 from tests.factories import TenantFactory
 from tests.integrations.engine_helpers import allow_receiver
@@ -211,6 +213,26 @@ def test_nothing_new_wakes_nothing(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         event_publish_many(tenant=tenant_a.tenant, events=items)
     assert callbacks == [] and len(wakes) == 1
+
+
+def test_the_simulator_publishes_a_batch_per_tenant(tenant_a, two_destinations):
+    child = TenantFactory(parent=tenant_a.tenant)
+    rollup = make_destination(
+        tenant_a.tenant, "Roll-up", include_child_tenants=True, event_types=ALERTS
+    )
+    with CaptureQueriesContext(connection) as queries:
+        published = publish_fake_events(
+            tenant=tenant_a.tenant, count=200, rng=random.Random(7), children=[child]
+        )
+    assert published == 200
+    mine = Event.objects.filter(tenant=tenant_a.tenant).exclude(event_type=EventType.AUDIT_LOG)
+    theirs = Event.objects.filter(tenant=child)
+    assert mine.count() + theirs.count() == 200
+    assert 0 < theirs.count() < 100
+    alerts = Event.objects.filter(event_type=EventType.DETECTION_ALERT)
+    assert len(queued(rollup)) == alerts.count()  # the child's alerts reach the roll-up too
+    assert len(queued(two_destinations[0])) == mine.filter(event_type=ALERTS[0]).count()
+    assert len(queries) <= 2 * 8  # two batches (tenant and child), not 200 publishes
 
 
 def test_outbox_enqueue_takes_parallel_lists(tenant_a, two_destinations):

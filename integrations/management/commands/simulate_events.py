@@ -2,6 +2,7 @@ import random
 import signal
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.simulator import publish_fake_events
@@ -31,7 +32,7 @@ class Command(BaseCommand):
         rng = random.Random(seed)
         children = list(tenant_obj.children.all())
         # Slow rates publish one event per tick; fast ones a batch every TICK_SECONDS.
-        per_tick = max(1, round(rate * TICK_SECONDS))
+        per_tick = min(max(1, round(rate * TICK_SECONDS)), settings.EVENTS_BATCH_MAX_COUNT)
         interval = per_tick / rate
         deadline = time.monotonic() + duration
         published = 0
