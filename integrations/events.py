@@ -150,8 +150,10 @@ def validate_event(item: Mapping[str, Any]) -> ValidEvent:
         errors["event"] = "The event must be a JSON object."
     else:
         try:
-            text = json.dumps(payload, ensure_ascii=False)
-            size = len(text.encode())  # a lone surrogate fails here (UnicodeEncodeError)
+            # NaN and Infinity are not JSON (PostgreSQL refuses them): ValueError, like a lone
+            # surrogate does when encoded (UnicodeEncodeError).
+            text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+            size = len(text.encode())
         except (TypeError, ValueError):
             errors["event"] = "The event must be JSON-serializable."
         else:

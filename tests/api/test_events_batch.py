@@ -207,3 +207,15 @@ def test_the_documented_examples_are_accepted(admin_api, client):
     assert response.status_code == 201, response.content
     assert response.json()["created"] == len(batch["events"]) == 2
     assert admin_api.post(EVENTS, body["examples"]["one"]["value"]).status_code == 201
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_numbers_that_json_cannot_store_are_400(admin_api, number):
+    item = json.dumps(event(0))[:-1] + f', "extra": 1, "event": {{"score": {number}}}}}'
+    single = admin_api.post(EVENTS, item)
+    assert single.status_code == 400, single.content
+    assert list(single.json()["errors"]) == ["event"]
+    batch = admin_api.post(EVENTS, '{"events": [' + json.dumps(event(1)) + ", " + item + "]}")
+    assert batch.status_code == 400
+    assert list(batch.json()["errors"]) == ["events[1].event"]
+    assert published() == []
