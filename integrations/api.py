@@ -2,8 +2,9 @@
 
 Operations are thin, like the portal's views: the token gives the tenant and the role
 (`requires(...)` checks the permission table before anything else runs), objects are found
-within the tenant (another tenant's object is 404), DestinationForm and validate_event validate,
-and the same services as the portal write, with their audit entries. Mounted by portal/api.py.
+within the tenant (another tenant's object is 404), DestinationForm and events.validate_event
+validate, and the same services as the portal write, with their audit entries. Mounted by
+portal/api.py.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from ninja import Path, Query, Router, Status
+from ninja import Body, Path, Query, Router, Status
 from ninja.errors import HttpError
+from pydantic import ValidationError as PydanticValidationError
 
 from audit.models import AuditEntry
 from integrations.api_schemas import (
@@ -37,15 +39,25 @@ from integrations.api_schemas import (
     DestinationPatch,
     DestinationWithSecretOut,
     ErrorOut,
+    EventBatchIn,
+    EventBatchOut,
     EventIn,
     EventOut,
+    EventPublishIn,
     EventTypeOut,
     RotateSecretIn,
     TestResultOut,
     ValidationErrorOut,
 )
 from integrations.catalogue import EVENT_TYPE_DESCRIPTIONS, EXAMPLE_PAYLOADS, EventType
-from integrations.events import PublishError, event_publish
+from integrations.events import (
+    BatchPublishError,
+    PublishError,
+    event_publish,
+    event_publish_many,
+    validate_event,
+    validate_events,
+)
 from integrations.explain import Explanation, explain
 from integrations.forms import DestinationForm, RotateSecretForm
 from integrations.models import Attempt, Delivery, Destination, Event
@@ -501,17 +513,64 @@ def resend_delivery(request: HttpRequest, delivery_id: DeliveryId):
 EVENTS = ["Events"]
 
 
+def _with_examples(options: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
+    """Route options plus request body examples for Swagger (a choice of bodies to try)."""
+    body = {"requestBody": {"content": {"application/json": {"examples": examples}}}}
+    return {**options, "openapi_extra": {**options["openapi_extra"], **body}}
+
+
+PUBLISH_EXAMPLES = {
+    "one": {
+        "summary": "One event",
+        "value": {
+            "event_id": "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+            "event_type": "detection.alert",
+            "severity": "high",
+            "event_time": "2026-11-23T10:00:00Z",
+            "event": {"detection": "Impossible travel sign-in", "match_count": 3},
+        },
+    },
+    "batch": {
+        "summary": "A batch (all or nothing)",
+        "value": {
+            "events": [
+                {
+                    "event_id": "6b0c1c5e-7a43-4a8e-9d55-2f5a0c1b8e01",
+                    "event_type": "inbound_protection.malicious",
+                    "severity": "critical",
+                    "event": {"subject": "Overdue invoice #48213", "action": "quarantined"},
+                },
+                {
+                    "event_id": "6b0c1c5e-7a43-4a8e-9d55-2f5a0c1b8e02",
+                    "event_type": "ai_response.quarantine_release",
+                    "severity": "low",
+                    "event_time": 1795428000123,
+                    "event": {"reason": "false positive"},
+                },
+            ]
+        },
+    },
+}
+
+
 @router.post(
     "/events",
-    response={201: EventOut, 200: EventOut, **BODY, **DENIED},
+    response={201: EventOut | EventBatchOut, 200: EventOut | EventBatchOut, **BODY, **DENIED},
     tags=EVENTS,
-    summary="Publish an event",
-    **requires(Capability.MANAGE_DESTINATIONS),
+    summary="Publish an event, or a batch of events",
+    **_with_examples(requires(Capability.MANAGE_DESTINATIONS), PUBLISH_EXAMPLES),
 )
-def publish_event(request: HttpRequest, payload: EventIn):
-    """Admins only (publishing makes deliveries happen). 201 when stored; 200 with the stored
-    event when this `event_id` was published before (idempotent)."""
+def publish_event(request: HttpRequest, payload: Body[EventPublishIn]):
+    """Admins only (publishing makes deliveries happen). One event: 201 when stored; 200 with
+    the stored event when this `event_id` was published before (idempotent).
+
+    A batch, `{"events": [...]}` (up to EVENTS_BATCH_MAX_COUNT events, a body of at most
+    EVENTS_BATCH_MAX_BYTES): all or nothing; a 400 names each bad item as
+    `events[<index>].<field>` and stores nothing. The answer lists every item's `event_id`
+    with `created` or `duplicate`; 201 when the batch stored any event, 200 when none."""
     principal = _principal(request)
+    if isinstance(payload, EventBatchIn):
+        return _publish_batch(principal, payload.events)
     try:
         published = event_publish(
             tenant=principal.tenant,
@@ -524,6 +583,88 @@ def publish_event(request: HttpRequest, payload: EventIn):
     except PublishError as error:
         raise _invalid({field: [message] for field, message in error.errors.items()}) from None
     return Status(201 if published.created else 200, _event_out(published.event))
+
+
+def _type_errors(error: PydanticValidationError) -> dict[str, list[str]]:
+    """Pydantic's errors of one item by top-level field, in the API's words."""
+    errors: dict[str, list[str]] = {}
+    for item in error.errors():
+        location = item.get("loc") or ("event",)
+        field = str(location[0])
+        if item.get("type") == "missing":
+            message = "This field is required."
+        else:
+            message = str(item.get("msg", "Invalid value.")).removeprefix("Value error, ")
+        if message not in errors.setdefault(field, []):
+            errors[field].append(message)
+    return errors
+
+
+def _service_item(item: EventIn) -> dict[str, Any]:
+    return {
+        "event_id": item.event_id,
+        "event_type": item.event_type,
+        "severity": item.severity.value,
+        "event_time": item.event_time,
+        "payload": item.event,
+    }
+
+
+def _publish_batch(principal: ApiPrincipal, items: list[Any]):
+    """Check every item (types, then the rules of events), then store all or nothing."""
+    limit = settings.EVENTS_BATCH_MAX_COUNT
+    if not items:
+        raise _invalid({"events": ["Send at least one event."]})
+    if len(items) > limit:
+        raise _invalid(
+            {"events": [f"A batch holds at most {limit} events; this one has {len(items)}."]}
+        )
+    errors: dict[str, list[str]] = {}
+    positions: list[int] = []
+    checked: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors[f"events[{index}]"] = ["Each event must be a JSON object."]
+            continue
+        try:
+            checked.append(_service_item(EventIn.model_validate(item)))
+            positions.append(index)
+        except PydanticValidationError as error:
+            found = _type_errors(error)
+            try:  # the rules too, for the fields whose type was right
+                validate_event({**item, "payload": item.get("event")})
+            except PublishError as rules:
+                for field, message in rules.errors.items():
+                    found.setdefault(field, [message])
+            for field, messages in found.items():
+                errors[f"events[{index}].{field}"] = messages
+    try:
+        if errors:
+            validate_events(checked)  # to name the other bad items too
+        else:
+            answers = event_publish_many(tenant=principal.tenant, events=checked)
+    except BatchPublishError as error:
+        for position, item_errors in error.item_errors.items():
+            for field, message in item_errors.items():
+                errors[f"events[{positions[position]}].{field}"] = [message]
+    if errors:
+        raise _invalid(dict(sorted(errors.items(), key=lambda pair: _error_order(pair[0]))))
+    created = sum(answer.created for answer in answers)
+    body = {
+        "created": created,
+        "duplicates": len(answers) - created,
+        "events": [
+            {"event_id": answer.event_id, "status": "created" if answer.created else "duplicate"}
+            for answer in answers
+        ],
+    }
+    return Status(201 if created else 200, body)
+
+
+def _error_order(key: str) -> tuple[int, str]:
+    """`events[10].x` after `events[9].y`: by item index, then field."""
+    index, _, field = key.removeprefix("events[").partition("]")
+    return int(index), field
 
 
 @router.get(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from django import forms
+from django.conf import settings
 from ninja import Field, Schema
-from pydantic import ConfigDict, StrictInt, field_validator
+from pydantic import ConfigDict, Discriminator, SkipValidation, StrictInt, Tag, field_validator
 
 from integrations.catalogue import EventType, Severity
 from integrations.forms import MAX_CUSTOM_HEADERS, DestinationForm, RotateSecretForm
@@ -305,6 +306,45 @@ class EventOut(Schema):
     severity: str
     event_time: datetime
     event: dict[str, Any]
+
+
+class EventBatchIn(Schema):
+    # Items are documented as EventIn but checked one by one by the operation, so that a 400
+    # names every bad item (index and field), not only the first one pydantic meets.
+    events: list[SkipValidation[EventIn]] = Field(
+        ...,
+        description="Up to EVENTS_BATCH_MAX_COUNT events (1,000 by default), stored all or "
+        "nothing; each as in the single-event body.",
+        json_schema_extra={"minItems": 1, "maxItems": settings.EVENTS_BATCH_MAX_COUNT},
+    )
+
+
+def _body_kind(value: Any) -> str:
+    """A body with `events` is a batch; any other body is one event."""
+    return "batch" if isinstance(value, dict) and "events" in value else "single"
+
+
+# POST /events takes one event or a batch. Errors are located by field, without the tag.
+BODY_TAGS = frozenset({"single", "batch"})
+EventPublishIn = Annotated[
+    Annotated[EventIn, Tag("single")] | Annotated[EventBatchIn, Tag("batch")],
+    Discriminator(_body_kind),
+]
+
+
+class EventBatchItemOut(Schema):
+    event_id: uuid.UUID
+    status: Literal["created", "duplicate"] = Field(
+        ...,
+        description="`duplicate`: this event_id was published before (or earlier in the "
+        "batch); the stored event is kept.",
+    )
+
+
+class EventBatchOut(Schema):
+    created: int = Field(..., description="How many events this batch stored.")
+    duplicates: int = Field(..., description="How many were already published.")
+    events: list[EventBatchItemOut] = Field(..., description="One per item, in order.")
 
 
 class EventTypeOut(Schema):

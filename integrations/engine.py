@@ -71,13 +71,6 @@ def wake(destination_id=None) -> None:
     wake_many([destination_id])
 
 
-def enqueue_items(event_pk: int, destination_ids: list) -> None:
-    """Add one event to destinations' outboxes (see `integrations.outbox` for many)."""
-    from integrations import outbox
-
-    outbox.enqueue([event_pk] * len(destination_ids), destination_ids)
-
-
 def mark_due_now(destination_id) -> None:
     """Make a destination's waiting work due now, its head batch included, and wake a loop."""
     now = timezone.now()

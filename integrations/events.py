@@ -1,20 +1,35 @@
-"""Publishing events into a tenant, and fanning them out to matching destinations."""
+"""Publishing events into a tenant, and fanning them out to matching destinations.
+
+Everything goes through `event_publish_many`: validate every event first (all or nothing),
+then, in one transaction and with a constant number of statements per batch, insert the new
+events (ON CONFLICT on (tenant, event_id): publishing is idempotent), match them against the
+tenant's destinations once per batch, and queue them in the outbox, which wakes delivery
+once after commit. `event_publish` is a batch of one.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
+from integrations import outbox
 from integrations.catalogue import EventType, Severity
 from integrations.models import Destination, Event
 from portal.models import Tenant
+
+logger = logging.getLogger("integrations.events")
+
+DEADLOCK = "40P01"  # SQLSTATE deadlock_detected
+PUBLISH_ATTEMPTS = 3
 
 
 class PublishError(ValueError):
@@ -25,9 +40,44 @@ class PublishError(ValueError):
         self.errors = errors
 
 
+class BatchPublishError(ValueError):
+    """Bad events in a batch; `item_errors` maps each bad item's index to its field errors."""
+
+    def __init__(self, item_errors: dict[int, dict[str, str]]):
+        super().__init__(
+            "; ".join(
+                f"item {index}: {field}: {message}"
+                for index, errors in sorted(item_errors.items())
+                for field, message in errors.items()
+            )
+        )
+        self.item_errors = item_errors
+
+
 @dataclass
 class Published:
     event: Event
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    """An event that passed validation, with its payload already serialized."""
+
+    event_id: uuid.UUID
+    event_type: str
+    severity: str
+    event_time: datetime
+    payload: dict
+    payload_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEvent:
+    """One item of a batch: its event id, the stored row, and whether this call stored it."""
+
+    event_id: uuid.UUID
+    pk: int
     created: bool
 
 
@@ -69,45 +119,161 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
-def validate_event(
-    *, event_id: Any, event_type: Any, severity: Any, event_time: Any, payload: Any
-) -> tuple[uuid.UUID, str, str, datetime, dict]:
+EVENT_TYPES = frozenset(EventType.values)  # Choices.values builds a new list on every call
+SEVERITIES = frozenset(Severity.values)
+
+
+def validate_event(item: Mapping[str, Any]) -> ValidEvent:
+    """Check one event (keys event_type, payload, and optional severity, event_id,
+    event_time); raise PublishError with every bad field."""
+    event_id = item.get("event_id")
+    event_type = item.get("event_type")
+    severity = item.get("severity") or Severity.INFO
+    payload = item.get("payload")
     errors: dict[str, str] = {}
     parsed_id = None
     if event_id in (None, ""):
         parsed_id = uuid.uuid4()
+    elif isinstance(event_id, uuid.UUID):
+        parsed_id = event_id
     else:
         try:
             parsed_id = uuid.UUID(str(event_id))
         except ValueError:
             errors["event_id"] = "Use a UUID, e.g. 3f2504e0-4f89-41d3-9a0c-0305e82c3301."
-    if event_type not in EventType.values:
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         errors["event_type"] = "Unknown event type: choose one of " + ", ".join(EventType.values)
-    severity = severity or Severity.INFO
-    if severity not in Severity.values:
+    if not isinstance(severity, str) or severity not in SEVERITIES:
         errors["severity"] = "Use one of " + ", ".join(Severity.values) + "."
+    text = ""
     if not isinstance(payload, dict):
         errors["event"] = "The event must be a JSON object."
     else:
         try:
-            size = len(json.dumps(payload, ensure_ascii=False).encode())
+            # NaN and Infinity are not JSON (PostgreSQL refuses them): ValueError, like a lone
+            # surrogate does when encoded (UnicodeEncodeError).
+            text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+            size = len(text.encode())
         except (TypeError, ValueError):
-            size = -1
             errors["event"] = "The event must be JSON-serializable."
-        if size > settings.WEBHOOK_MAX_EVENT_BYTES:
-            errors["event"] = (
-                f"The event is {size} bytes; the limit is {settings.WEBHOOK_MAX_EVENT_BYTES}."
-            )
-        elif size >= 0 and _contains_nul(payload):
-            errors["event"] = "The event must not contain NUL characters."
+        else:
+            if size > settings.WEBHOOK_MAX_EVENT_BYTES:
+                errors["event"] = (
+                    f"The event is {size} bytes; the limit is {settings.WEBHOOK_MAX_EVENT_BYTES}."
+                )
+            # json.dumps writes NUL as \u0000: only then walk the payload to be sure.
+            elif "\\u0000" in text and _contains_nul(payload):
+                errors["event"] = "The event must not contain NUL characters."
     try:
-        parsed_time = parse_event_time(event_time)
+        parsed_time = parse_event_time(item.get("event_time"))
     except PublishError as error:
         errors.update(error.errors)
         parsed_time = None
     if errors:
         raise PublishError(errors)
-    return parsed_id, event_type, severity, parsed_time, payload
+    return ValidEvent(parsed_id, str(event_type), str(severity), parsed_time, payload, text)
+
+
+def validate_events(items: Sequence[Mapping[str, Any]]) -> list[ValidEvent]:
+    """Check every item; raise BatchPublishError naming each bad one by index and field."""
+    valid: list[ValidEvent] = []
+    item_errors: dict[int, dict[str, str]] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            item_errors[index] = {"event": "Each item must be a JSON object."}
+            continue
+        try:
+            valid.append(validate_event(item))
+        except PublishError as error:
+            item_errors[index] = error.errors
+    if item_errors:
+        raise BatchPublishError(item_errors)
+    return valid
+
+
+# The batch travels as one JSON array (one parameter, escaped once, parsed once by the server)
+# rather than as parallel arrays that the driver would quote element by element.
+INSERT_EVENTS = """
+    INSERT INTO integrations_event
+        (tenant_id, event_id, event_type, severity, event_time, payload, created_at)
+    SELECT %s, item.event_id, item.event_type, item.severity, item.event_time, item.payload,
+           now()
+    FROM json_to_recordset(%s::json) AS item(
+        position integer, event_id uuid, event_type text, severity text,
+        event_time timestamptz, payload jsonb)
+    ORDER BY item.position
+    ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING event_id, id
+"""
+
+
+def _batch_document(rows: list[ValidEvent]) -> str:
+    """The rows as a JSON array; every field but the payload is validated plain text."""
+    return (
+        "["
+        + ",".join(
+            f'{{"position":{position},"event_id":"{row.event_id}",'
+            f'"event_type":"{row.event_type}","severity":"{row.severity}",'
+            f'"event_time":"{row.event_time.isoformat()}","payload":{row.payload_json}}}'
+            for position, row in enumerate(rows)
+        )
+        + "]"
+    )
+
+
+def event_publish_many(
+    *, tenant: Tenant, events: Sequence[Mapping[str, Any]]
+) -> list[PublishedEvent]:
+    """Store new events once per (tenant, event_id) and queue them for every matching
+    destination, in one transaction; one answer per item, in order. All or nothing: a bad
+    item raises BatchPublishError before anything is stored."""
+    valid = validate_events(events)
+    unique: dict[uuid.UUID, ValidEvent] = {}
+    for item in valid:
+        unique.setdefault(item.event_id, item)  # the first of a repeated id wins
+    if not unique:
+        return []
+    rows = list(unique.values())
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            created, stored = _store(tenant, rows)
+            break
+        except OperationalError as error:
+            # Two batches sharing event ids in different orders wait on each other's rows;
+            # PostgreSQL aborts one. Nothing of it was kept: run it again.
+            if attempt == PUBLISH_ATTEMPTS or getattr(error.__cause__, "sqlstate", "") != DEADLOCK:
+                raise
+            logger.info("publish: deadlock with a concurrent batch; attempt %d again", attempt + 1)
+    answers: list[PublishedEvent] = []
+    answered: set[uuid.UUID] = set()
+    for item in valid:
+        is_new = item.event_id in created and item.event_id not in answered
+        answered.add(item.event_id)
+        answers.append(PublishedEvent(item.event_id, stored[item.event_id], is_new))
+    return answers
+
+
+def _store(tenant: Tenant, rows: list[ValidEvent]) -> tuple[dict, dict]:
+    """Insert the new events and queue them, in one transaction: (created, stored) map each
+    event id to its row id, created for the rows this call inserted."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(INSERT_EVENTS, [tenant.pk, _batch_document(rows)])
+            created = dict(cursor.fetchall())
+            stored = dict(created)
+            if len(created) < len(rows):
+                cursor.execute(
+                    "SELECT event_id, id FROM integrations_event "
+                    "WHERE tenant_id = %s AND event_id = ANY(%s::uuid[])",
+                    [
+                        tenant.pk,
+                        outbox.array_literal(r.event_id for r in rows if r.event_id not in created),
+                    ],
+                )
+                stored.update(cursor.fetchall())
+        if created:
+            _fan_out(tenant, [row for row in rows if row.event_id in created], created)
+    return created, stored
 
 
 def event_publish(
@@ -119,44 +285,39 @@ def event_publish(
     event_id: Any = None,
     event_time: Any = None,
 ) -> Published:
-    """Store the event once per (tenant, event_id) and fan it out in the same transaction."""
-    event_uuid, event_type, severity, when, payload = validate_event(
-        event_id=event_id,
-        event_type=event_type,
-        severity=severity,
-        event_time=event_time,
-        payload=payload,
-    )
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                INSERT INTO integrations_event
-                    (tenant_id, event_id, event_type, severity, event_time, payload, created_at)
-                VALUES (%s, %s, %s, %s, %s, %s::jsonb, now())
-                ON CONFLICT (tenant_id, event_id) DO NOTHING
-                RETURNING id
-                """,
-                [tenant.pk, event_uuid, event_type, severity, when, json.dumps(payload)],
-            )
-            row = cursor.fetchone()
-        if row is None:
-            return Published(Event.objects.get(tenant=tenant, event_id=event_uuid), False)
-        event = Event.objects.get(pk=row[0])
-        fan_out(event, tenant)
-    return Published(event, True)
+    """Publish one event (a batch of one); the stored event, and whether this call stored it."""
+    item = {
+        "event_type": event_type,
+        "payload": payload,
+        "severity": severity,
+        "event_id": event_id,
+        "event_time": event_time,
+    }
+    try:
+        [answer] = event_publish_many(tenant=tenant, events=[item])
+    except BatchPublishError as error:
+        raise PublishError(error.item_errors[0]) from None
+    return Published(Event.objects.get(pk=answer.pk), answer.created)
 
 
-def matching_destinations(tenant: Tenant, event_type: str, severity: str) -> list[Destination]:
-    """Destinations of the tenant, and of its parent when they include child accounts.
+def destination_candidates(tenant: Tenant) -> list[Destination]:
+    """Destinations of the tenant, and of its parent (which may include children).
 
-    Paused and disabled destinations match too: their events are held and go out in order
-    when they are activated again.
+    Paused and disabled destinations are candidates too: their events are held and go out in
+    order when they are activated again.
     """
     tenant_ids = [tenant.pk] + ([tenant.parent_id] if tenant.parent_id else [])
-    candidates = Destination.objects.filter(tenant_id__in=tenant_ids).only(
-        "id", "tenant_id", "event_types", "min_severity", "include_child_tenants"
+    return list(
+        Destination.objects.filter(tenant_id__in=tenant_ids)
+        .only("id", "tenant_id", "event_types", "min_severity", "include_child_tenants")
+        .order_by("id")
     )
+
+
+def matching_destinations(
+    candidates: list[Destination], *, tenant: Tenant, event_type: str, severity: str
+) -> list[Destination]:
+    """The candidates (see destination_candidates) whose filters take this event."""
     return [
         d
         for d in candidates
@@ -164,13 +325,23 @@ def matching_destinations(tenant: Tenant, event_type: str, severity: str) -> lis
     ]
 
 
-def fan_out(event: Event, tenant: Tenant) -> list:
-    """Queue the event for every matching destination and wake the idle ones after commit."""
-    from integrations import outbox
-
-    destination_ids = [
-        d.pk for d in matching_destinations(tenant, event.event_type, event.severity)
-    ]
-    if destination_ids:
-        outbox.enqueue([event.pk] * len(destination_ids), destination_ids)
-    return destination_ids
+def _fan_out(tenant: Tenant, rows: list[ValidEvent], pks: dict[uuid.UUID, int]) -> None:
+    """Queue new events for their destinations: one destination query and one outbox
+    insert for the whole batch (matching is memoised per event type and severity)."""
+    candidates = destination_candidates(tenant)
+    if not candidates:
+        return
+    matches: dict[tuple[str, str], list] = {}
+    event_pks: list[int] = []
+    destination_ids: list = []
+    for row in rows:
+        key = (row.event_type, row.severity)
+        if key not in matches:
+            matching = matching_destinations(
+                candidates, tenant=tenant, event_type=row.event_type, severity=row.severity
+            )
+            matches[key] = [d.pk for d in matching]
+        for destination_id in matches[key]:
+            event_pks.append(pks[row.event_id])
+            destination_ids.append(destination_id)
+    outbox.enqueue(event_pks, destination_ids)

@@ -1,12 +1,15 @@
-"""The outbox: events waiting for delivery to each destination (`integrations_deliveryevent`).
+"""The outbox: events waiting for delivery to a destination (DeliveryEvent rows).
 
-Publishing adds rows here in the publisher's transaction; the engine claims them in the order
-they were accepted (see `integrations.engine`).
+Publishing writes here in bulk, in the publisher's transaction: one INSERT for every
+(event, destination) pair of a batch, then the idle destinations among them are marked due,
+and one after-commit hook wakes delivery. The engine reads and advances the rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
+from functools import partial
 
 from django.db import connection, transaction
 
@@ -14,34 +17,56 @@ from integrations import engine
 
 
 def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
-    """Queue event i for destination i (parallel lists); wake the delivery loops after commit.
+    """Queue event `event_pks[i]` for destination `destination_ids[i]` (one row per pair).
 
-    Every matched destination row is locked (in id order, so publishers never deadlock)
-    before it is marked due: a worker recording its last batch for that destination either
-    waits for this transaction and then sees the new rows, or has finished, and we mark the
-    destination due again. Either way no event waits for a sweep.
+    Marks the idle (active) destinations among them due now and wakes the delivery loops once,
+    after commit. Returns the destinations that were idle. Three statements, whatever the
+    number of rows.
     """
+    if len(event_pks) != len(destination_ids):
+        raise ValueError("event_pks and destination_ids must be parallel lists.")
     if not event_pks:
         return []
-    targets = sorted({str(pk) for pk in destination_ids})
+    # As text once per destination (a non-UUID is refused here, before any SQL).
+    canonical = {d: str(uuid.UUID(str(d))) for d in set(destination_ids)}
+    destinations = sorted(set(canonical.values()))
     with connection.cursor() as cursor:
+        # Columns listed explicitly: the table has columns with defaults (e.g. the
+        # publishing transaction's id) that a publisher must never set.
         cursor.execute(
             """
             INSERT INTO integrations_deliveryevent (destination_id, event_id, delivery_id)
-            SELECT d, e, NULL FROM unnest(%s::uuid[], %s::bigint[]) AS p(d, e)
+            SELECT pair.destination_id, pair.event_id, NULL
+            FROM unnest(%s::bigint[], %s::uuid[]) AS pair(event_id, destination_id)
+            ORDER BY pair.event_id, pair.destination_id
             ON CONFLICT DO NOTHING
             """,
-            [[str(pk) for pk in destination_ids], list(event_pks)],
+            [
+                array_literal(int(pk) for pk in event_pks),
+                array_literal(canonical[d] for d in destination_ids),
+            ],
         )
+        # Lock every destination, in id order (no deadlocks between publishers): a worker
+        # recording its last batch for one of them either waits for us and then sees these
+        # rows, or has finished and left it idle, and we mark it due. Locking only the idle
+        # ones would let a worker that is finishing miss rows it cannot see yet.
         cursor.execute(
             "SELECT id FROM integrations_destination WHERE id = ANY(%s::uuid[]) "
             "ORDER BY id FOR UPDATE",
-            [targets],
+            [array_literal(destinations)],
         )
         cursor.execute(
             "UPDATE integrations_destination SET next_due_at = statement_timestamp() "
-            "WHERE id = ANY(%s::uuid[]) AND next_due_at IS NULL AND active",
-            [targets],
+            "WHERE id = ANY(%s::uuid[]) AND next_due_at IS NULL AND active RETURNING id",
+            [array_literal(destinations)],
         )
-    transaction.on_commit(lambda: engine.wake_many(targets))
-    return targets
+        idle = [row[0] for row in cursor.fetchall()]
+    if idle:
+        transaction.on_commit(partial(engine.wake_many, idle))
+    return idle
+
+
+def array_literal(values: Iterable[int | uuid.UUID | str]) -> str:
+    """A PostgreSQL array literal of integers or UUIDs (nothing to escape; callers pass
+    nothing else): one text parameter, not a list the driver quotes element by element."""
+    return "{" + ",".join(str(value) for value in values) + "}"

@@ -6,6 +6,8 @@ import random
 import uuid
 
 from integrations.catalogue import EventType
+from integrations.events import event_publish_many
+from portal.models import Tenant
 
 NAMES = ["j.doe", "a.smith", "k.lee", "m.ortiz", "r.patel", "s.nguyen", "t.müller", "l.rossi"]
 DOMAINS = [
@@ -98,3 +100,23 @@ def fake_event(rng: random.Random | None = None, event_type: str | None = None) 
         }
     severity = payload.get("severity") or rng.choice(SEVERITY_BY_TYPE[event_type])
     return {"event_type": event_type, "severity": severity, "payload": payload}
+
+
+def publish_fake_events(
+    *,
+    tenant: Tenant,
+    count: int,
+    rng: random.Random | None = None,
+    children: list[Tenant] | None = None,
+    child_share: float = 0.2,
+) -> int:
+    """Publish `count` fake events, about `child_share` of them into child accounts: one
+    event_publish_many batch per tenant that gets events."""
+    rng = rng or random.Random()
+    batches: dict[int, tuple[Tenant, list[dict]]] = {}
+    for _ in range(count):
+        target = rng.choice(children) if children and rng.random() < child_share else tenant
+        batches.setdefault(target.pk, (target, []))[1].append(fake_event(rng))
+    for target, events in batches.values():
+        event_publish_many(tenant=target, events=events)
+    return count

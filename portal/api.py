@@ -3,13 +3,15 @@
 
 Error shape: every error is `{"detail": "..."}`; a 400 also has `"errors"`, messages by field
 name (`"body"` for the body as a whole). Bad input is never a 500: malformed JSON, wrong types,
-NUL characters and unknown enum values are 400; a body over DATA_UPLOAD_MAX_MEMORY_SIZE is 413.
+NUL characters and unknown enum values are 400; a body over EVENTS_BATCH_MAX_BYTES (or Django's
+DATA_UPLOAD_MAX_MEMORY_SIZE, if lower) is 413.
 """
 
 from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Swagger
@@ -18,6 +20,7 @@ from ninja.errors import ValidationError as RequestValidationError
 from ninja.parser import Parser
 
 from integrations.api import router as v1_router
+from integrations.api_schemas import BODY_TAGS
 from portal.tokens import ApiTokenAuth
 
 DESCRIPTION = """
@@ -31,6 +34,13 @@ token's user, with that user's current role (the same permissions as the portal)
 per field name, e.g.
 `{"detail": "Validation failed", "errors": {"endpoint_url": ["endpoint_url must not target a
 private or reserved address"]}}`.
+
+**Publishing events**: `POST /api/v1/events` takes one event, or a batch of up to 1,000
+(EVENTS_BATCH_MAX_COUNT; a body of at most EVENTS_BATCH_MAX_BYTES, 5 MiB by default):
+`{"events": [{"event_type": "detection.alert", "event": {...}}, ...]}`. A batch is stored all
+or nothing: a 400 names each bad item, e.g. `{"errors": {"events[3].event_type": ["..."]}}`.
+Publishing is idempotent on `event_id`; a batch's answer gives each item's `event_id` and
+`status` (`created` or `duplicate`).
 
 **Roles**: reads need any role; writes (destinations, test, rotate-secret, resend) and
 publishing events need the admin role; the audit log is readable by every role.
@@ -48,6 +58,8 @@ class JsonObjectParser(Parser):
     """Request bodies are JSON objects; anything else is refused before validation."""
 
     def parse_body(self, request: HttpRequest) -> dict | None:
+        if len(request.body) > settings.EVENTS_BATCH_MAX_BYTES:
+            raise RequestDataTooBig  # the largest body the API takes: a full batch of events
         data = json.loads(request.body)
         if data is None:
             return None  # JSON null: as if no body was sent
@@ -100,7 +112,7 @@ def _field_of(location: tuple) -> str:
     source, *rest = location or ("body",)
     if source == "body":
         rest = rest[1:]  # the operation's parameter name
-    names = [str(part) for part in rest if not isinstance(part, int)]
+    names = [str(part) for part in rest if not isinstance(part, int) and part not in BODY_TAGS]
     return names[0] if names else str(source)
 
 
@@ -132,6 +144,8 @@ def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     """401, 403, 409 and ninja's own 400 for a body it cannot read."""
     cause = exc.__cause__
+    if isinstance(cause, RequestDataTooBig):  # refused by JsonObjectParser
+        return too_large(request, cause)
     if exc.status_code == 400:
         reason = "The request body is not valid JSON."
         if isinstance(cause, NotAnObject):
@@ -144,7 +158,9 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 @api.exception_handler(RequestDataTooBig)
 def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return _json(request, {"detail": "The request body is too large."}, 413)
+    limit = min(settings.EVENTS_BATCH_MAX_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2**63)
+    detail = f"The request body is too large: the limit is {limit} bytes."
+    return _json(request, {"detail": detail}, 413)
 
 
 @api.exception_handler(Http404)

@@ -248,6 +248,12 @@ WEBHOOK_RETRY_AFTER_CAP = env.int("WEBHOOK_RETRY_AFTER_CAP", default=3600)
 WEBHOOK_BATCH_SIZE = env.int("WEBHOOK_BATCH_SIZE", default=100)
 WEBHOOK_BATCH_MAX_BYTES = env.int("WEBHOOK_BATCH_MAX_BYTES", default=1024 * 1024)
 WEBHOOK_MAX_EVENT_BYTES = env.int("WEBHOOK_MAX_EVENT_BYTES", default=256 * 1024)
+# Publishing in batches (POST /api/v1/events with {"events": [...]}, manage.py publish_event).
+EVENTS_BATCH_MAX_COUNT = env.int("EVENTS_BATCH_MAX_COUNT", default=1000)
+EVENTS_BATCH_MAX_BYTES = env.int("EVENTS_BATCH_MAX_BYTES", default=5 * 1024 * 1024)
+# Django refuses larger request bodies (413) before any view runs: let a full batch through
+# (never lower than Django's own 2.5 MB default); the API refuses bodies over the batch limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, EVENTS_BATCH_MAX_BYTES)
 WEBHOOK_DISABLE_AFTER = _duration_seconds(env.str("WEBHOOK_DISABLE_AFTER", default="5d"))
 WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
 WEBHOOK_SECRET_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_OVERLAP_HOURS", default=24)

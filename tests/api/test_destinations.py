@@ -415,7 +415,7 @@ def test_huge_body_is_413(admin_api, settings):
     body = {"name": "A", "endpoint_url": "https://hooks.example.com/x", "pad": "x" * 20_000}
     response = admin_api.post(DESTINATIONS, body)
     assert response.status_code == 413
-    assert response.json() == {"detail": "The request body is too large."}
+    assert response.json() == {"detail": "The request body is too large: the limit is 10000 bytes."}
 
 
 def test_bad_ids_are_400_or_404(admin_api, tenant_a):

@@ -2,11 +2,13 @@ import random
 import signal
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.events import event_publish
-from integrations.simulator import fake_event
+from integrations.simulator import publish_fake_events
 from portal.models import Tenant
+
+TICK_SECONDS = 0.2  # at high rates, a tick's events go out as one batch per tenant
 
 
 class Command(BaseCommand):
@@ -29,16 +31,20 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
         rng = random.Random(seed)
         children = list(tenant_obj.children.all())
-        interval = 1.0 / rate
+        # Slow rates publish one event per tick; fast ones a batch every TICK_SECONDS.
+        per_tick = min(max(1, round(rate * TICK_SECONDS)), settings.EVENTS_BATCH_MAX_COUNT)
+        interval = per_tick / rate
         deadline = time.monotonic() + duration
         published = 0
         try:
             while published < count and time.monotonic() < deadline and not stop["now"]:
                 started = time.monotonic()
-                event = fake_event(rng)
-                target = rng.choice(children) if children and rng.random() < 0.2 else tenant_obj
-                event_publish(tenant=target, **event)
-                published += 1
+                published += publish_fake_events(
+                    tenant=tenant_obj,
+                    count=min(per_tick, count - published),
+                    rng=rng,
+                    children=children,
+                )
                 time.sleep(max(0.0, interval - (time.monotonic() - started)))
         except KeyboardInterrupt:
             pass
