@@ -793,7 +793,7 @@ def report(
     print(table(summary))
 
     problems = list(run.notes)
-    if not finished:
+    if not finished and not any(note.startswith("stopped early") for note in run.notes):
         problems.append(f"time limit of {args.timeout:.0f}s reached before every event arrived")
     if lost:
         problems.append(f"{lost} (event, destination) pairs never acknowledged")
