@@ -780,8 +780,12 @@ def report(
             by_name.get(ROTATED, {}).get("old_secret_only", "-"),
         ),
         (
-            "lifecycle actions done",
-            ", ".join(f"{a['op']} {a['target']}" for a in run.lifecycle) or "-",
+            "lifecycle actions",
+            ", ".join(
+                f"{a['op']} {a['target']}" + ("" if a.get("ok") else " (failed)")
+                for a in run.lifecycle
+            )
+            or "-",
         ),
         ("deliveries failed (DB)", (failed or 0) if db else "?"),
         ("deliveries still open (DB)", open_deliveries if db else "?"),
