@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import secrets
 import subprocess
@@ -116,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--requests-csv", type=Path, default=None, help="write every request received here")
     args = parser.parse_args(argv)
     if args.auth_outage is None:
-        args.auth_outage = 20.0 if args.ci or os.environ.get("CI") else 60.0
+        args.auth_outage = 20.0 if args.ci else 60.0
     if not 1 <= args.publishers <= 16:
         parser.error("--publishers must be within 1..16")
     if args.events < 1:
