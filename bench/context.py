@@ -134,7 +134,7 @@ def make_config(args, sections: list[str]) -> Config:
         capacity_seconds=2 if quick else 3,
         bare_seconds=3 if quick else 5,
         clients_requests=3_000 if quick else 20_000,
-        clients_seconds=4 if quick else 10,
+        clients_seconds=4 if quick else 6,
         drain_events=10_000 if quick else 50_000,
         drain_limit_100=45 if quick else 120,
         drain_limit_1=15 if quick else 40,

@@ -37,7 +37,7 @@ def one(bench, client: str, path: str, concurrency: int, requests: int) -> dict:
 
 def run(bench) -> None:
     config = bench.config
-    runs = min(config.runs, 3)
+    runs = min(config.runs, 2)  # httpx's slow runs last up to 3× `seconds`: keep this bounded
     out: dict = {}
     for label, path in TARGETS:
         for concurrency in CONCURRENCY:
