@@ -1,6 +1,6 @@
 """aiohttp vs httpx: N concurrent signed 1 KiB POSTs from one asyncio process.
 
-    python bench/httpclients.py --client aiohttp --url URL --secret S --concurrency 100 \\
+    python -m bench.httpclients --client aiohttp --url URL --secret S --concurrency 100 \\
         --requests 5000 --seconds 10
 
 Prints one JSON line: requests answered 200, errors, wall seconds, requests/s and the CPU seconds
@@ -20,10 +20,8 @@ import resource
 import socket
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: clients.py beside
-from clients import loopback, signed
+from bench.clients import loopback, signed
 
 MAX_REQUESTS = 1_000_000
 GRACE = 5.0  # seconds after --seconds for requests already started

@@ -14,7 +14,7 @@ import json
 import subprocess
 
 from bench.common import fmt, log, median
-from bench.context import BENCH, PYTHON
+from bench.context import PYTHON, ROOT
 
 CLIENTS = ("aiohttp", "httpx")
 TARGETS = (("fast", "/fast/0"), ("250 ms", "/delay/250"))
@@ -24,13 +24,14 @@ CONCURRENCY = (100, 500)
 def one(bench, client: str, path: str, concurrency: int, requests: int) -> dict:
     seconds = bench.config.clients_seconds
     output = subprocess.run(
-        [PYTHON, str(BENCH / "httpclients.py"), "--client", client, "--url", bench.rx.url(path)]
+        [PYTHON, "-m", "bench.httpclients", "--client", client, "--url", bench.rx.url(path)]
         + ["--secret", bench.rx.secret, "--concurrency", str(concurrency)]
         + ["--requests", str(requests), "--seconds", str(seconds)],
         capture_output=True,
         text=True,
         timeout=seconds + 120,
         check=True,
+        cwd=ROOT,
     ).stdout
     return json.loads(output)
 
