@@ -57,6 +57,11 @@ def serve(max_seconds: float = 900.0) -> None:
         try:
             result = _with_db_retries(command["op"], lambda c=command: _apply(c), stats)
         except Exception as error:  # report, do not die: the runner decides
-            result = {"op": command.get("op"), "ok": False, "error": f"{type(error).__name__}"}
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            result = {
+                "op": command.get("op"),
+                "ok": False,
+                "error": f"{type(error).__name__}: {first_line}",
+            }
         result.update(started=started, finished=time.time())
         print("CONTROL " + json.dumps(result), flush=True)
