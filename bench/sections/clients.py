@@ -59,10 +59,12 @@ def run(bench) -> None:
                     result["bad_signatures"] = stats["bad_signatures"]
                     result["max_in_flight_at_receiver"] = stats["max_in_flight"]
                     per_client[client].append(result)
+                    cpu = result["cpu_s_per_1000"]  # None when not one request completed
                     log(
                         f"clients {client} → {label}, concurrency {concurrency}: "
-                        f"{fmt(result['rate'])} req/s, {result['cpu_s_per_1000']:.3f} CPU s per "
-                        f"1,000 ({result['ok']} ok, {result['errors']} errors "
+                        f"{fmt(result['rate'])} req/s, {fmt(cpu, 3)} CPU s per "
+                        f"1,000 ({result['ok']} ok, {result['errors']} errors"
+                        f"{', timed out' if result.get('timed_out') else ''} "
                         f"{result['statuses'] or ''}; receiver saw ≤ {stats['max_in_flight']} in "
                         f"flight, {stats['bad_signatures']} bad signatures)"
                     )
