@@ -36,10 +36,10 @@ clean:
 	rm -rf $(VENV) .data artifacts .pytest_cache .ruff_cache
 
 chaos: $(STAMP)
-	$(PY) chaos/run.py $(CHAOS_ARGS)
+	$(PY) -m chaos.run $(CHAOS_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 # The browser walkthrough needs Debian's Chromium (Playwright's own download cannot work here).
 e2e: $(STAMP)

@@ -47,8 +47,13 @@ def _with_db_retries(what: str, action, stats: dict):
     raise SystemExit(f"publisher: gave up on {what} after {MAX_DB_WAIT:.0f}s: {last_error}")
 
 
-def publish(*, tenant_slug: str, count: int, seed: int, seconds: float) -> None:
-    """Publish `count` events, spread evenly over about `seconds`."""
+def publish(
+    *, tenant_slug: str, count: int, seed: int, seconds: float, part: int = 0, parts: int = 1
+) -> None:
+    """Publish events part, part + parts, ... of the run's `count`, spread over `seconds`.
+
+    Several publishers (parts) run at once; each publishes its share in order, so each
+    publisher's order is an order every destination must see."""
     from integrations.events import event_publish
     from portal.models import Tenant
 
@@ -56,6 +61,8 @@ def publish(*, tenant_slug: str, count: int, seed: int, seconds: float) -> None:
     tenant = _with_db_retries("the tenant", lambda: Tenant.objects.get(slug=tenant_slug), stats)
     started = time.monotonic()
     for index, event_id in enumerate(event_ids(seed, count)):
+        if index % parts != part:
+            continue
         delay = started + seconds * index / max(count, 1) - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -74,7 +81,7 @@ def publish(*, tenant_slug: str, count: int, seed: int, seconds: float) -> None:
             stats["existing"] += 1  # committed before the connection broke: not a new event
     elapsed = time.monotonic() - started
     print(
-        f"publisher: {count} events in {elapsed:.1f}s "
+        f"publisher {part + 1}/{parts}: {len(range(part, count, parts))} events in {elapsed:.1f}s "
         f"({stats['retries']} database retries, {stats['existing']} found already stored)",
         flush=True,
     )

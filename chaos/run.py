@@ -1,13 +1,27 @@
-"""The chaos delivery run (`make chaos`, SPEC §5 durability).
+"""The chaos delivery run (`make chaos`, SPEC §5 durability; issue 11's chaos paragraph).
 
-Publishes N events to three destinations on three loopback receivers that fail about 30% of
-requests (500, 503, 429 with Retry-After, replies slower than the timeout, connection resets),
-SIGKILLs the worker cluster three times at random moments and restarts it, restarts
-PostgreSQL once (embedded server only), then proves from what the receivers recorded and
-verified that every event reached every destination, that no delivery is left failed and that
-every signature verified. Exits 1 on any loss, failed delivery, bad signature or timeout.
+Concurrent publishers publish N events to eight destinations on loopback receivers:
 
-    .venv/bin/python chaos/run.py --events 1000 --seed 7
+    chaos-1..3  fail about 30% of requests (500, 503, 429 with Retry-After, replies slower than
+                the timeout, connection resets); chaos-1's secret is rotated mid-run
+    drip        30% of requests drip the status line a byte a second and never finish
+    throttle    answers `429 Retry-After: 0` to everything during 2 s of every 8 s
+    auth        answers 401 to everything for --auth-outage seconds (60; 20 with --ci), then
+                recovers
+    paused      paused mid-run, activated later: events published meanwhile must still arrive
+    deleted     answers after 1 s (within its timeout); deleted while a request is in flight
+
+Meanwhile it SIGKILLs the worker cluster three times at random moments and restarts it, and
+restarts PostgreSQL once (embedded server only). Pause, activate, rotate and delete go through
+integrations.services in one long-lived `manage.py shell` (chaos/control.py). Then it proves,
+from what the receivers recorded and verified: every event reached every destination but the
+deleted one, none failed, every signature verified (with the new secret once a rotation has
+settled), no destination ever had two requests in flight at once (so no batch was in flight
+twice), each publisher's events arrived in order at every destination but the deleted one,
+nothing was sent to the paused destination while paused nor to the deleted one after its
+deletion. Exits 1 on any of those, or on the time limit.
+
+    python -m chaos.run --events 1000 --seed 7        # from the repository root
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import argparse
 import json
 import random
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -23,16 +38,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from chaos.publisher import EVENT_TYPES, event_ids
+from chaos.receiver import KINDS, ChaosReceiver, overlaps
+from integrations.receiver import verify_signature
+from scripts.stack import PYTHON, ROOT, LocalStack
 
-from stack import PYTHON, LocalStack  # noqa: E402
-
-from chaos.publisher import EVENT_TYPES, event_ids  # noqa: E402
-from chaos.receiver import FAULTS, ChaosReceiver, accepted, classify  # noqa: E402
-
-DESTINATIONS = 3
+ROTATED, PAUSED, DELETED, AUTH, THROTTLE = "chaos-1", "paused", "deleted", "auth", "throttle"
+SETTLE = 5.0  # seconds after an action before its effect must be visible
 TENANT_SLUG = "chaos"
 PROGRESS_EVERY = 5.0
 LOOP_PAUSE = 0.2
@@ -53,15 +65,17 @@ print(json.dumps({{"tenant": tenant.pk, "destinations": ids}}))
 
 PUBLISH = (
     "from chaos.publisher import publish; "
-    "publish(tenant_slug={slug!r}, count={count}, seed={seed}, seconds={seconds})"
+    "publish(tenant_slug={slug!r}, count={count}, seed={seed}, seconds={seconds}, "
+    "part={part}, parts={parts})"
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="chaos/run.py",
-        description="Chaos delivery run: faulty receivers, SIGKILLed workers, a PostgreSQL "
-        "restart; fails on any lost event, failed delivery or bad signature.",
+        prog="python -m chaos.run",
+        description="Chaos delivery run: faulty, dripping, throttling and failing-auth receivers, "
+        "concurrent publishers, pause/activate/rotate/delete, SIGKILLed workers, a PostgreSQL "
+        "restart; fails on any lost event, failed delivery, bad signature, overlap or reorder.",
     )
     add = parser.add_argument
     add("--events", type=int, default=5000, help="events to publish (default 5000)")
@@ -85,10 +99,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout",
         type=float,
         default=None,
-        help="global time limit in seconds (default 240 + events/10)",
+        help="global time limit in seconds (default 180 + auth outage + events/20)",
+    )
+    add("--publishers", type=int, default=3, help="concurrent publisher processes (3)")
+    add("--ci", action="store_true", help="CI sizes: a 20 s auth outage instead of 60 s")
+    add("--auth-outage", type=float, default=None, help="seconds of 401s (60; 20 with --ci)")
+    add("--drip-cap", type=float, default=30.0, help="a drip hangs up after this long (30)")
+    add("--no-lifecycle", action="store_true", help="no pause/activate/rotate/delete")
+    add(
+        "--stall-seconds",
+        type=float,
+        default=60.0,
+        help="stop early when nothing arrives for this long and no work is open (60)",
     )
     add("--requests-csv", type=Path, default=None, help="write every request received here")
     args = parser.parse_args(argv)
+    if args.auth_outage is None:
+        args.auth_outage = 20.0 if args.ci else 60.0
+    if not 1 <= args.publishers <= 16:
+        parser.error("--publishers must be within 1..16")
     if args.events < 1:
         parser.error("--events must be at least 1")
     if not 0 <= args.fault_rate < 1:
@@ -98,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.publish_seconds is None:
         args.publish_seconds = min(max(args.events / 40, 20.0), 240.0)
     if args.timeout is None:
-        args.timeout = 240 + args.events / 10
+        args.timeout = 180 + args.auth_outage + args.events / 20
     return args
 
 
@@ -190,7 +219,10 @@ class Run:
     tenant_id: int = 0
     destination_ids: list[str] = field(default_factory=list)
     cluster: object = None
-    publisher: object = None
+    publishers: list = field(default_factory=list)
+    control: object = None  # the chaos/control.py process
+    lifecycle: list[dict] = field(default_factory=list)  # actions done, with wall times
+    lifecycle_done: threading.Event = field(default_factory=threading.Event)
     started: float = 0.0
     kills: int = 0
     pg_restarts: int = 0
@@ -207,8 +239,97 @@ class Run:
     def arrived(self) -> list[int]:
         return [receiver.progress()[0] for receiver in self.receivers]
 
+    def receiver(self, name: str) -> ChaosReceiver:
+        return next(r for r in self.receivers if r.name == name)
+
+    def destination_id(self, name: str) -> str:
+        index = next(i for i, r in enumerate(self.receivers) if r.name == name)
+        return self.destination_ids[index]
+
+    def deleted(self) -> set[str]:
+        """Names of the receivers whose destination was deleted (their losses do not count)."""
+        return {a["target"] for a in self.lifecycle if a["op"] == "delete" and a.get("ok")}
+
+    def complete(self) -> bool:
+        total = len(self.expected)
+        deleted = self.deleted()
+        return all(
+            n >= total
+            for r, n in zip(self.receivers, self.arrived(), strict=True)
+            if r.name not in deleted
+        )
+
     def share(self) -> float:
         return sum(self.arrived()) / (len(self.expected) * len(self.receivers))
+
+    # Lifecycle through chaos/control.py ------------------------------------------------------
+    def start_control(self) -> None:
+        code = f"from chaos.control import serve; serve(max_seconds={self.args.timeout + 300:.0f})"
+        self.control = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)
+            [PYTHON, str(ROOT / "manage.py"), "shell", "-v", "0", "-c", code],
+            env=self.stack.env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.stack.children.append(self.control)
+        self._control_reply()  # {"ready": true}
+
+    def _control_reply(self) -> dict:
+        for _ in range(1000):  # bounded: skip anything else the shell prints
+            line = self.control.stdout.readline()
+            if not line:
+                raise RuntimeError("the control process ended")
+            if line.startswith("CONTROL "):
+                return json.loads(line[len("CONTROL ") :])
+        raise RuntimeError("the control process printed no answer")
+
+    def command(self, op: str, target: str, **extra) -> dict:
+        requested = time.time()
+        self.control.stdin.write(
+            json.dumps({"op": op, "id": self.destination_id(target), **extra}) + "\n"
+        )
+        self.control.stdin.flush()
+        reply = self._control_reply()
+        entry = {"op": op, "target": target, "requested": requested, **reply}
+        self.lifecycle.append(entry)
+        state = "done" if reply.get("ok") else f"FAILED ({reply.get('error')})"
+        print(
+            f"[{self.elapsed():6.1f}s] lifecycle: {op} {target} {state} in "
+            f"{reply.get('finished', requested) - requested:.2f}s",
+            flush=True,
+        )
+        if not reply.get("ok"):
+            self.notes.append(f"lifecycle {op} {target} failed: {reply.get('error')}")
+        return entry
+
+    def run_lifecycle(self) -> None:
+        """Pause at 25% of publishing, rotate at 40%, delete mid-send at 50%, activate at 60%."""
+        window = self.args.publish_seconds
+        plan = [(0.25, "pause", PAUSED), (0.40, "rotate", ROTATED), (0.50, "delete", DELETED)]
+        plan.append((0.60, "activate", PAUSED))
+        try:
+            for share, op, target in plan:
+                while self.elapsed() < share * window:
+                    time.sleep(0.05)
+                extra = {}
+                if op == "rotate":
+                    extra["secret"] = secrets.token_hex(24)
+                    self.receiver(target).secrets.append(extra["secret"])  # accept both
+                if op == "delete":  # wait (bounded) for a request in flight: delete mid-send
+                    victim = self.receiver(target)
+                    victim.wait_for(lambda v=victim: v.in_flight > 0, timeout=10.0, interval=0.01)
+                    extra_note = victim.in_flight
+                entry = self.command(op, target, **extra)
+                if op == "delete":
+                    entry["in_flight_at_delete"] = extra_note
+                if op == "rotate":
+                    entry["new_secret"] = extra["secret"]
+        except Exception as error:  # the run reports it; the drive loop goes on
+            self.notes.append(f"lifecycle stopped: {type(error).__name__}: {error}")
+        finally:
+            self.lifecycle_done.set()
 
     def restart_cluster(self) -> None:
         self.cluster = self.stack.start_cluster(workers=self.args.workers)
@@ -280,13 +401,13 @@ def setup(stack: LocalStack, receivers: list[ChaosReceiver], args) -> tuple[int,
         "slug": TENANT_SLUG,
         "destinations": [
             {
-                "name": f"chaos-{index + 1}",
+                "name": receiver.name,
                 "endpoint_url": receiver.url,
                 "secret": receiver.secrets[0],
                 "event_types": list(EVENT_TYPES),  # only what we publish: no audit/health
                 "timeout_seconds": args.destination_timeout,
             }
-            for index, receiver in enumerate(receivers)
+            for receiver in receivers
         ],
     }
     output = stack.shell(SETUP.format(spec=json.dumps(spec)))
@@ -295,10 +416,11 @@ def setup(stack: LocalStack, receivers: list[ChaosReceiver], args) -> tuple[int,
 
 
 def drive(run: Run, actions: list[Action], deadline: float) -> bool:
-    """Chaos and progress until every event reached every destination; False on timeout."""
-    total = len(run.expected)
+    """Chaos and progress until every event reached every destination; False on timeout or
+    when nothing can arrive any more (publishers done, no open work, no progress)."""
     next_progress = time.monotonic() + PROGRESS_EVERY
-    publisher_reported = False
+    reported: set[int] = set()
+    last_sum, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
         for action in actions:
             if action.done_at is None and run.elapsed() >= action.at:
@@ -308,18 +430,31 @@ def drive(run: Run, actions: list[Action], deadline: float) -> bool:
             run.surprises.append(f"the cluster exited by itself ({code}) at {run.elapsed():.1f}s")
             print(f"[{run.elapsed():6.1f}s] {run.surprises[-1]}; restarting it", flush=True)
             run.restart_cluster()
-        code = run.publisher.poll()
-        if code is not None and not publisher_reported:
-            publisher_reported = True
-            print(f"[{run.elapsed():6.1f}s] publisher exited with {code}", flush=True)
-            if code != 0:
-                run.notes.append(f"the publisher exited with {code}")
+        for number, publisher in enumerate(run.publishers):
+            code = publisher.poll()
+            if code is not None and number not in reported:
+                reported.add(number)
+                print(f"[{run.elapsed():6.1f}s] publisher {number + 1} exited with {code}")
+                if code != 0:
+                    run.notes.append(f"publisher {number + 1} exited with {code}")
+        published = len(reported) == len(run.publishers)
         if time.monotonic() >= next_progress:
             print(run.progress_line(), flush=True)
             next_progress = time.monotonic() + PROGRESS_EVERY
-        done = all(n >= total for n in run.arrived()) and code is not None
-        if done and all(a.done_at is not None for a in actions):
+        settled = published and run.lifecycle_done.is_set()
+        if settled and run.complete() and all(a.done_at is not None for a in actions):
             return True
+        arrived = sum(run.arrived())
+        if arrived != last_sum:
+            last_sum, last_change = arrived, time.monotonic()
+        elif settled and time.monotonic() - last_change > run.args.stall_seconds:
+            if open_work(run.stack) == (0, 0):
+                run.notes.append(
+                    f"stopped early at {run.elapsed():.0f}s: nothing arrived for "
+                    f"{run.args.stall_seconds:.0f}s and no work is open (the rest is lost)"
+                )
+                return False
+            last_change = time.monotonic()  # look again after another stall period
         time.sleep(LOOP_PAUSE)
     return False
 
@@ -353,33 +488,70 @@ def table(rows: list[tuple[str, ...]]) -> str:
 def analyse(run: Run) -> dict:
     """Figures from what the receivers recorded and verified."""
     expected = set(run.expected)
+    parts = run.args.publishers
+    # Event i is publisher i % parts's (i // parts)-th event: each publisher's order must hold.
+    position = {event_id: (i % parts, i // parts) for i, event_id in enumerate(run.expected)}
     order = {event_id: index for index, event_id in enumerate(run.expected)}
+    actions = {(a["op"], a["target"]): a for a in run.lifecycle if a.get("ok")}
     per_destination = []
     for receiver in run.receivers:
-        records = receiver.received
-        kinds = Counter(classify(r) for r in records)
-        ids = [eid for r in records if accepted(r) for eid in r.event_ids]
+        spans = sorted(receiver.spans, key=lambda s: s[0])
+        kinds = Counter(span[3] for span in spans)
+        ids = [eid for _s, _e, r, kind in spans if kind == "ok" for eid in r.event_ids]
         unique = set(ids)
-        first_seen: list[int] = []
+        last_seen: dict[int, int] = {}
         seen: set[str] = set()
+        out_of_order = 0
         for eid in ids:
-            if eid not in seen and eid in order:
-                seen.add(eid)
-                first_seen.append(order[eid])
-        out_of_order = sum(1 for a, b in zip(first_seen, first_seen[1:], strict=False) if b < a)
-        per_destination.append(
-            {
-                "posts": len(records),
-                "faults": sum(v for k, v in kinds.items() if k != "ok"),
-                "kinds": kinds,
-                "arrived": len(unique & expected),
-                "missing": sorted(expected - unique, key=order.__getitem__),
-                "unexpected": len(unique - expected),
-                "duplicates": len(ids) - len(unique),
-                "bad_signatures": sum(1 for r in records if not r.signature_ok),
-                "out_of_order": out_of_order,
-            }
-        )
+            if eid in seen or eid not in position:
+                continue
+            seen.add(eid)
+            publisher, index = position[eid]
+            if index < last_seen.get(publisher, -1):
+                out_of_order += 1
+            last_seen[publisher] = max(index, last_seen.get(publisher, -1))
+        found = overlaps(spans)
+        drips = [end - start for start, end, _r, kind in spans if kind == "drip"]
+        item = {
+            "name": receiver.name,
+            "posts": len(spans),
+            "faults": sum(v for k, v in kinds.items() if k != "ok"),
+            "kinds": kinds,
+            "arrived": len(unique & expected),
+            "missing": sorted(expected - unique, key=order.__getitem__),
+            "unexpected": len(unique - expected),
+            "duplicates": len(ids) - len(unique),
+            "bad_signatures": sum(1 for _s, _e, r, _k in spans if not r.signature_ok),
+            "out_of_order": out_of_order,
+            "overlaps": len(found),
+            "same_batch_overlaps": sum(1 for o in found if o["same_batch"]),
+            "overlap_examples": found[:3],
+            "longest_drip_s": max(drips) if drips else None,
+            "deleted": receiver.name in run.deleted(),
+        }
+        if receiver.name == DELETED and ("delete", DELETED) in actions:
+            done = actions[("delete", DELETED)]["finished"]
+            item["after_delete"] = sum(1 for s, *_ in spans if s > done + SETTLE)
+        if receiver.name == PAUSED and ("pause", PAUSED) in actions:
+            paused = actions[("pause", PAUSED)]["finished"]
+            active = actions.get(("activate", PAUSED), {}).get("started", float("inf"))
+            item["while_paused"] = sum(1 for s, *_ in spans if paused + SETTLE < s < active)
+            after = [s for s, _e, _r, kind in spans if s >= active and kind == "ok"]
+            item["resumed_after_s"] = (min(after) - active) if after else None
+        if receiver.name == ROTATED and ("rotate", ROTATED) in actions:
+            rotation = actions[("rotate", ROTATED)]
+            new = [rotation["new_secret"]]
+            item["old_secret_only"] = sum(
+                1
+                for s, _e, r, _k in spans
+                if s > rotation["finished"] + SETTLE
+                and not verify_signature(r.body, r.header("X-OneProtect-Signature"), new)
+            )
+        if receiver.name == AUTH and receiver.outage:
+            end = receiver.outage[1]
+            after = [s for s, _e, _r, kind in spans if s >= end and kind == "ok"]
+            item["recovered_after_s"] = (min(after) - end) if after else None
+        per_destination.append(item)
     return {"destinations": per_destination}
 
 
@@ -390,14 +562,15 @@ def write_requests(run: Run, path: Path) -> None:
     order = {event_id: index for index, event_id in enumerate(run.expected)}
     wall_start = time.time() - run.elapsed()
     rows = []
-    for number, receiver in enumerate(run.receivers, start=1):
-        for record in receiver.received:
+    for receiver in run.receivers:
+        for _start, end, record, kind in receiver.spans:
             indexes = [order.get(eid, -1) for eid in record.event_ids]
             rows.append(
                 (
                     f"{record.time - wall_start:.3f}",
-                    f"chaos-{number}",
-                    classify(record),
+                    f"{end - record.time:.3f}",
+                    receiver.name,
+                    kind,
                     record.status if record.status is not None else "",
                     len(record.event_ids),
                     min(indexes, default=""),
@@ -409,7 +582,7 @@ def write_requests(run: Run, path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ("t", "destination", "outcome", "status", "events", "first", "last", "uuid")
+            ("t", "wall", "destination", "outcome", "status", "events", "first", "last", "uuid")
         )
         writer.writerows(rows)
     print(f"requests written to {path}", flush=True)
@@ -454,13 +627,11 @@ def db_figures(run: Run) -> dict | None:
 def diagnose(run: Run, figures: dict) -> list[str]:
     """What the database says about missing events (taken while the cluster still runs)."""
     lines = ["", "Diagnosis of missing events:"]
-    for index, (destination_id, item) in enumerate(
-        zip(run.destination_ids, figures["destinations"], strict=True)
-    ):
+    for destination_id, item in zip(run.destination_ids, figures["destinations"], strict=True):
         missing = item["missing"]
-        if not missing:
+        if not missing or item["deleted"]:
             continue
-        lines.append(f"  chaos-{index + 1}: {len(missing)} missing, first {missing[:3]}")
+        lines.append(f"  {item['name']}: {len(missing)} missing, first {missing[:3]}")
         rows = try_query(
             run.stack,
             """
@@ -508,6 +679,10 @@ def diagnose(run: Run, figures: dict) -> list[str]:
     return lines
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def report(
     run: Run,
     figures: dict,
@@ -521,11 +696,16 @@ def report(
     kinds = Counter()
     for item in items:
         kinds.update(item["kinds"])
-    lost = sum(len(item["missing"]) for item in items)
+    kept = [item for item in items if not item["deleted"]]  # a deleted destination may lose
+    lost = sum(len(item["missing"]) for item in kept)
     duplicates = sum(item["duplicates"] for item in items)
     bad_signatures = sum(item["bad_signatures"] for item in items)
     unexpected = sum(item["unexpected"] for item in items)
-    out_of_order = sum(item["out_of_order"] for item in items)
+    out_of_order = sum(item["out_of_order"] for item in kept)
+    overlap_count = sum(item["overlaps"] for item in items)
+    same_batch = sum(item["same_batch_overlaps"] for item in items)
+    by_name = {item["name"]: item for item in items}
+    drips = [item["longest_drip_s"] for item in items if item["longest_drip_s"] is not None]
     failed = (db or {}).get("states", {}).get("failed")
     open_deliveries = sum(
         (db or {}).get("states", {}).get(state, 0)
@@ -533,22 +713,36 @@ def report(
     )
 
     print("\nPer destination:")
-    rows = [("destination", "POSTs", "faults", "events", "missing", "duplicates", "bad sig")]
-    for index, item in enumerate(items):
+    rows = [
+        (
+            "destination",
+            "POSTs",
+            "faults",
+            "events",
+            "missing",
+            "duplicates",
+            "bad sig",
+            "overlaps",
+            "reordered",
+        )
+    ]
+    for item in items:
         rows.append(
             (
-                f"chaos-{index + 1}",
+                item["name"] + (" (deleted)" if item["deleted"] else ""),
                 item["posts"],
                 item["faults"],
                 item["arrived"],
                 len(item["missing"]),
                 item["duplicates"],
                 item["bad_signatures"],
+                item["overlaps"],
+                item["out_of_order"],
             )
         )
     print(table(rows))
 
-    fault_text = ", ".join(f"{k} {kinds.get(k, 0)}" for k in FAULTS)
+    fault_text = ", ".join(f"{k} {kinds.get(k, 0)}" for k in KINDS if kinds.get(k))
     pg = f"{run.pg_restarts}" + (" (restart skipped: not our server)" if run.pg_skipped else "")
     summary = [
         ("figure", "value"),
@@ -563,7 +757,35 @@ def report(
         ("lost (event x destination)", lost),
         ("unexpected events", unexpected),
         ("bad signatures", bad_signatures),
-        ("out-of-order first arrivals", out_of_order),
+        ("out-of-order first arrivals (per publisher)", out_of_order),
+        (
+            "requests in flight twice at once (overlaps)",
+            f"{overlap_count} ({same_batch} same batch)",
+        ),
+        ("publishers", args.publishers),
+        ("longest drip request (s)", f"{max(drips):.1f}" if drips else "-"),
+        (
+            "auth: first 2xx after the outage (s)",
+            _seconds(by_name.get(AUTH, {}).get("recovered_after_s")),
+        ),
+        (
+            "paused: first 2xx after activate (s)",
+            _seconds(by_name.get(PAUSED, {}).get("resumed_after_s")),
+        ),
+        ("paused: requests while paused", by_name.get(PAUSED, {}).get("while_paused", "-")),
+        ("deleted: requests after delete", by_name.get(DELETED, {}).get("after_delete", "-")),
+        (
+            "rotated: old-secret-only signatures",
+            by_name.get(ROTATED, {}).get("old_secret_only", "-"),
+        ),
+        (
+            "lifecycle actions",
+            ", ".join(
+                f"{a['op']} {a['target']}" + ("" if a.get("ok") else " (failed)")
+                for a in run.lifecycle
+            )
+            or "-",
+        ),
         ("deliveries failed (DB)", (failed or 0) if db else "?"),
         ("deliveries still open (DB)", open_deliveries if db else "?"),
         ("elapsed to all delivered (s)", f"{delivered_at:.1f}" if delivered_at else "-"),
@@ -574,7 +796,7 @@ def report(
     print(table(summary))
 
     problems = list(run.notes)
-    if not finished:
+    if not finished and not any(note.startswith("stopped early") for note in run.notes):
         problems.append(f"time limit of {args.timeout:.0f}s reached before every event arrived")
     if lost:
         problems.append(f"{lost} (event, destination) pairs never acknowledged")
@@ -598,7 +820,25 @@ def report(
     if unexpected:
         problems.append(f"{unexpected} events arrived that were never published")
     if out_of_order:
-        problems.append(f"{out_of_order} events first arrived out of publishing order")
+        problems.append(f"{out_of_order} events first arrived out of their publisher's order")
+    if overlap_count:
+        examples = [o for item in items for o in item["overlap_examples"]][:3]
+        problems.append(
+            f"{overlap_count} requests arrived while another to the same destination was in "
+            f"flight ({same_batch} of them the same batch); e.g. {examples}"
+        )
+    for item in items:
+        if item.get("while_paused"):
+            problems.append(f"{item['while_paused']} requests to {item['name']} while paused")
+        if item.get("after_delete"):
+            problems.append(f"{item['after_delete']} requests to {item['name']} after deletion")
+        if item.get("old_secret_only"):
+            problems.append(
+                f"{item['old_secret_only']} requests to {item['name']} not signed with the new "
+                "secret after the rotation"
+            )
+    if not args.no_lifecycle and len([a for a in run.lifecycle if a.get("ok")]) < 4:
+        problems.append("not every lifecycle action (pause, rotate, delete, activate) was done")
     for line in diagnosis:
         print(line)
     if run.surprises:
@@ -610,7 +850,10 @@ def report(
         for problem in problems:
             print(f"  - {problem}")
         return 1
-    print("\nOK: every event reached every destination; none lost, none failed.")
+    print(
+        "\nOK: every event reached every destination (but the deleted one); none lost, none "
+        "failed, no request in flight twice, each publisher's order kept."
+    )
     return 0
 
 
@@ -621,17 +864,30 @@ def main(argv: list[str] | None = None) -> int:
     actions = plan_actions(rng, args.kills, args.pg_restarts, args.publish_seconds)
     request_started, acknowledged = threading.Event(), threading.Event()
     expected_set = set(expected)
+    light = min(args.fault_rate, 0.1)
+    specs = [
+        ("chaos-1", {"fault_rate": args.fault_rate}),
+        ("chaos-2", {"fault_rate": args.fault_rate}),
+        ("chaos-3", {"fault_rate": args.fault_rate}),
+        ("drip", {"fault_rate": 0.3, "fault_kinds": ("drip",)}),
+        (THROTTLE, {"fault_rate": light}),
+        (AUTH, {"fault_rate": light}),
+        (PAUSED, {"fault_rate": light}),
+        (DELETED, {"fault_rate": 0.0, "slow_seconds": min(1.0, args.destination_timeout / 2)}),
+    ]
     receivers = [
         ChaosReceiver(
+            name=name,
             request_started=request_started,
             acknowledged=acknowledged,
             expected=expected_set,
             secrets=[secrets.token_hex(24)],
-            fault_rate=args.fault_rate,
             slow_reply_seconds=args.slow_seconds,
+            drip_cap=args.drip_cap,
             seed=args.seed * 100 + index,
+            **options,
         )
-        for index in range(DESTINATIONS)
+        for index, (name, options) in enumerate(specs)
     ]
     overrides = {
         "Q_WORKERS": args.workers,
@@ -644,7 +900,8 @@ def main(argv: list[str] | None = None) -> int:
         "WEBHOOK_SWEEP_INTERVAL": 0.5,
     }
     print(
-        f"chaos: {args.events} events x {DESTINATIONS} destinations, fault rate "
+        f"chaos: {args.events} events x {len(receivers)} destinations from {args.publishers} "
+        f"publishers, auth outage {args.auth_outage:.0f}s, fault rate "
         f"{args.fault_rate:.0%}, {args.kills} kills, {args.pg_restarts} PostgreSQL restart(s), "
         f"seed {args.seed}, publishing over {args.publish_seconds:.0f}s, "
         f"time limit {args.timeout:.0f}s",
@@ -667,18 +924,36 @@ def main(argv: list[str] | None = None) -> int:
             run = Run(args, stack, receivers, expected)
             run.request_started, run.acknowledged = request_started, acknowledged
             run.tenant_id, run.destination_ids = setup(stack, receivers, args)
+            if args.no_lifecycle:
+                run.lifecycle_done.set()
+            else:
+                run.start_control()
             run.setup_seconds = time.monotonic() - wall
             print(f"stack ready in {run.setup_seconds:.1f}s", flush=True)
             deadline = time.monotonic() + args.timeout
             run.started = time.monotonic()
+            now = time.time()
+            run.receiver(AUTH).set_outage(now + 0.1 * args.publish_seconds, args.auth_outage)
+            run.receiver(THROTTLE).set_throttle(now + 2.0, every=8.0, lasting=2.0)
             run.cluster = stack.start_cluster(workers=args.workers)
             run.start_sweeper()
-            code = PUBLISH.format(
-                slug=TENANT_SLUG, count=args.events, seed=args.seed, seconds=args.publish_seconds
-            )
-            run.publisher = stack.spawn(
-                [PYTHON, str(ROOT / "manage.py"), "shell", "-v", "0", "-c", code], quiet=False
-            )
+            for part in range(args.publishers):
+                code = PUBLISH.format(
+                    slug=TENANT_SLUG,
+                    count=args.events,
+                    seed=args.seed,
+                    seconds=args.publish_seconds,
+                    part=part,
+                    parts=args.publishers,
+                )
+                run.publishers.append(
+                    stack.spawn(
+                        [PYTHON, str(ROOT / "manage.py"), "shell", "-v", "0", "-c", code],
+                        quiet=False,
+                    )
+                )
+            if not args.no_lifecycle:
+                threading.Thread(target=run.run_lifecycle, daemon=True).start()
             finished = drive(run, actions, deadline)
             delivered_at = run.elapsed() if finished else None
             print(run.progress_line(), flush=True)
@@ -693,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
                     run.notes.append(f"database not drained: open work {left}")
             db = db_figures(run)
             figures = analyse(run)
-            lost = any(item["missing"] for item in figures["destinations"])
+            lost = any(item["missing"] for item in figures["destinations"] if not item["deleted"])
             diagnosis = diagnose(run, figures) if lost else []
             stack.kill(run.cluster)  # the end: nothing to wait for
             if args.requests_csv:

@@ -1,0 +1,1 @@
+"""`make bench`: the loopback benchmark (python -m bench.run)."""
