@@ -31,6 +31,17 @@ def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
     canonical = {d: str(uuid.UUID(str(d))) for d in set(destination_ids)}
     destinations = sorted(set(canonical.values()))
     with connection.cursor() as cursor:
+        # Lock every destination first, in id order (no deadlocks between publishers). A worker
+        # recording its last batch for one of them then either waits for us and sees these
+        # rows, or has finished and left it idle, and we mark it due; locking only the idle
+        # ones would let a finishing worker miss rows it cannot see yet. A destination deleted
+        # meanwhile is simply not there any more, and gets nothing.
+        cursor.execute(
+            "SELECT id FROM integrations_destination WHERE id = ANY(%s::uuid[]) "
+            "ORDER BY id FOR UPDATE",
+            [array_literal(destinations)],
+        )
+        present = array_literal(str(row[0]) for row in cursor.fetchall())
         # Columns listed explicitly: the table has columns with defaults (e.g. the
         # publishing transaction's id) that a publisher must never set.
         cursor.execute(
@@ -38,27 +49,20 @@ def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
             INSERT INTO integrations_deliveryevent (destination_id, event_id, delivery_id)
             SELECT pair.destination_id, pair.event_id, NULL
             FROM unnest(%s::bigint[], %s::uuid[]) AS pair(event_id, destination_id)
+            WHERE pair.destination_id = ANY(%s::uuid[])
             ORDER BY pair.event_id, pair.destination_id
             ON CONFLICT DO NOTHING
             """,
             [
                 array_literal(int(pk) for pk in event_pks),
                 array_literal(canonical[d] for d in destination_ids),
+                present,
             ],
-        )
-        # Lock every destination, in id order (no deadlocks between publishers): a worker
-        # recording its last batch for one of them either waits for us and then sees these
-        # rows, or has finished and left it idle, and we mark it due. Locking only the idle
-        # ones would let a worker that is finishing miss rows it cannot see yet.
-        cursor.execute(
-            "SELECT id FROM integrations_destination WHERE id = ANY(%s::uuid[]) "
-            "ORDER BY id FOR UPDATE",
-            [array_literal(destinations)],
         )
         cursor.execute(
             "UPDATE integrations_destination SET next_due_at = statement_timestamp() "
             "WHERE id = ANY(%s::uuid[]) AND next_due_at IS NULL AND active RETURNING id",
-            [array_literal(destinations)],
+            [present],
         )
         idle = [row[0] for row in cursor.fetchall()]
     if idle:
