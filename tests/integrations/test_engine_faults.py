@@ -317,3 +317,15 @@ def test_the_page_shows_how_many_events_wait_while_paused(setup, client_for, ten
     publish(tenant, 3)
     html = client_for(tenant_a.admin).get(f"/integrations/destinations/{destination.pk}/")
     assert "Paused: 3 events wait and go out in order" in html.content.decode()
+
+
+def test_publishing_to_a_destination_deleted_meanwhile_queues_nothing_for_it(setup):
+    from integrations import outbox
+    from integrations.models import DeliveryEvent
+
+    tenant, destination, receiver = setup
+    [event] = publish(tenant)
+    gone = uuid.uuid4()  # matched a moment ago, deleted before this transaction locked it
+    outbox.enqueue([event.pk, event.pk], [gone, destination.pk])
+    assert not DeliveryEvent.objects.filter(destination_id=gone).exists()
+    assert DeliveryEvent.objects.filter(destination=destination).count() == 1
