@@ -145,6 +145,7 @@ def _destination_out(destination: Destination) -> dict[str, Any]:
         "secret_set_at": destination.secret_set_at,
         "created_at": destination.created_at,
         "updated_at": destination.updated_at,
+        "signature_scheme": destination.signature_scheme,
     }
 
 
@@ -225,7 +226,7 @@ def _form_value(field: str, value: Any) -> Any:
         return [] if field == "event_types" else ""
     if field == "event_types":
         return [str(item) for item in value]
-    return str(value) if field in ("provider", "min_severity") else value
+    return str(value) if field in ("provider", "min_severity", "signature_scheme") else value
 
 
 def _custom_headers_input(headers: dict[str, str] | None) -> dict[str, str] | None:
@@ -324,7 +325,8 @@ def get_destination(request: HttpRequest, destination_id: uuid.UUID):
 
 @router.patch(
     "/integrations/destinations/{destination_id}",
-    response={200: DestinationOut, **BODY, **DENIED, **NOT_FOUND},
+    response={200: DestinationWithSecretOut, **BODY, **DENIED, **NOT_FOUND},
+    exclude_unset=True,
     tags=DESTINATIONS,
     summary="Update a destination",
     **requires(Capability.MANAGE_DESTINATIONS),
@@ -349,7 +351,10 @@ def update_destination(request: HttpRequest, destination_id: uuid.UUID, payload:
     destination = destination_update(
         destination=destination, actor=principal.user, data={**form.cleaned_data}
     )
-    return _destination_out(destination)
+    body = _destination_out(destination)
+    if destination.generated_secret:
+        body["secret"] = destination.generated_secret
+    return body
 
 
 @router.delete(
@@ -414,7 +419,8 @@ def rotate_secret(
         {
             "secret": payload.secret or "",
             "overlap_hours": settings.WEBHOOK_SECRET_OVERLAP_HOURS if overlap is None else overlap,
-        }
+        },
+        scheme=destination.signature_scheme,
     )
     if not form.is_valid():
         raise _invalid(_form_errors(form))

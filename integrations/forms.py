@@ -8,7 +8,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from integrations.catalogue import EventType, Severity
-from integrations.models import DEFAULT_SIGNATURE_HEADER, Destination, Provider
+from integrations.models import DEFAULT_SIGNATURE_HEADER, Destination, Provider, SignatureScheme
+from integrations.signing import whsec_is_valid
 from integrations.url_safety import validate_endpoint_url
 
 # RFC 9110 token characters.
@@ -22,6 +23,9 @@ RESERVED_HEADERS = {
     "host",
     "user-agent",
     "authorization-splunk",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
     # hop-by-hop
     "connection",
     "keep-alive",
@@ -33,6 +37,10 @@ RESERVED_HEADERS = {
     "transfer-encoding",
     "upgrade",
 }
+WHSEC_ERROR = (
+    "Standard Webhooks secrets are whsec_ followed by the base64 of 24 to 64 random bytes: "
+    "enter one in that form, or leave blank to generate."
+)
 MAX_CUSTOM_HEADERS = 20
 MAX_HEADER_VALUE = 4096
 
@@ -106,6 +114,17 @@ class DestinationForm(forms.Form):
     )
     skip_tls_verify = forms.BooleanField(label="Skip TLS verification", required=False)
     active = forms.BooleanField(label="Active", required=False, initial=True)
+    signature_scheme = forms.ChoiceField(
+        label="Signature scheme",
+        choices=SignatureScheme.choices,
+        initial=SignatureScheme.ONEPROTECT,
+        required=False,
+        help_text=(
+            "Standard Webhooks signs the message id and timestamp with the body, so a captured "
+            "request cannot be replayed later. Changing the scheme generates a new secret "
+            "(shown once) unless you enter one."
+        ),
+    )
 
     def __init__(
         self,
@@ -159,8 +178,21 @@ class DestinationForm(forms.Form):
             raise ValidationError(f"{value} is reserved. Choose another header name.")
         return value
 
+    def clean_signature_scheme(self) -> str:
+        """Left out: the stored scheme on edit, the default on create."""
+        value = self.cleaned_data.get("signature_scheme", "")
+        if not value and self.instance is not None:
+            return self.instance.signature_scheme
+        return value or SignatureScheme.ONEPROTECT
+
     def clean(self):
         cleaned = super().clean()
+        scheme = cleaned.get("signature_scheme") or (
+            self.instance.signature_scheme if self.instance is not None else ""
+        )
+        secret = cleaned.get("secret") or ""
+        if secret and scheme == SignatureScheme.STANDARD_WEBHOOKS and not whsec_is_valid(secret):
+            self.add_error("secret", WHSEC_ERROR)
         if self.custom_headers_input is not None:
             try:
                 cleaned["custom_headers"] = self._clean_custom_headers(self.custom_headers_input)
@@ -230,3 +262,14 @@ class RotateSecretForm(forms.Form):
         max_value=168,
         initial=24,
     )
+
+    def __init__(self, *args, scheme: str = SignatureScheme.ONEPROTECT, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scheme = scheme
+
+    def clean_secret(self) -> str:
+        secret = self.cleaned_data.get("secret") or ""
+        if secret and self.scheme == SignatureScheme.STANDARD_WEBHOOKS:
+            if not whsec_is_valid(secret):
+                raise ValidationError(WHSEC_ERROR)
+        return secret

@@ -23,6 +23,11 @@ class Provider(models.TextChoices):
     SPLUNK_HEC = "splunk_hec", "Splunk HTTP Event Collector"
 
 
+class SignatureScheme(models.TextChoices):
+    ONEPROTECT = "oneprotect", "OneProtect: HMAC-SHA256 of the body (sha256=<hex>)"
+    STANDARD_WEBHOOKS = "standard_webhooks", "Standard Webhooks (replay-protected)"
+
+
 class Health(models.TextChoices):
     HEALTHY = "healthy", "Healthy"
     RETRYING = "retrying", "Retrying"
@@ -92,6 +97,10 @@ class Destination(TenantOwnedModel):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    signature_scheme = models.CharField(
+        max_length=24, choices=SignatureScheme.choices, default=SignatureScheme.ONEPROTECT
+    )
 
     class Meta:
         constraints = [

@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import SECRET_MARK, diff, record
-from integrations import crypto, engine
+from integrations import engine
 from integrations.engine import describe_failure
 from integrations.explain import Explanation, explain
 from integrations.models import (
@@ -27,6 +27,7 @@ from integrations.models import (
     ResendJobState,
 )
 from integrations.sender import Outcome, get_sender
+from integrations.signing import generate_secret_for
 from portal.models import Tenant
 
 CONFIG_FIELDS = [
@@ -41,6 +42,7 @@ CONFIG_FIELDS = [
     "rate_limit_per_second",
     "skip_tls_verify",
     "active",
+    "signature_scheme",
 ]
 
 
@@ -70,7 +72,7 @@ def destination_create(
     """Create a destination; returns it and the generated secret (None when one was given)."""
     destination = Destination(tenant=tenant, provider=Provider.CUSTOM)
     _apply(destination, {"active": True, **data})
-    generated = None if data.get("secret") else crypto.generate_secret()
+    generated = None if data.get("secret") else generate_secret_for(destination.signature_scheme)
     destination.set_secret(data.get("secret") or generated)
     destination.save()
     record(
@@ -85,16 +87,29 @@ def destination_create(
 
 @transaction.atomic
 def destination_update(*, destination: Destination, actor, data: dict[str, Any]) -> Destination:
-    """Apply validated changes and audit the field diff (secrets only as "changed")."""
+    """Apply validated changes and audit the field diff (secrets only as "changed").
+
+    Changing the signature scheme without a new secret generates one in the new scheme's
+    format (no overlap: receivers must switch anyway); it is in `destination.generated_secret`
+    to be shown once."""
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     before = destination_snapshot(destination)
     old_headers = destination.custom_headers()
     was_active = destination.active
+    old_scheme = destination.signature_scheme
     _apply(destination, data)
+    generated = None
+    if destination.signature_scheme != old_scheme and not data.get("secret"):
+        generated = generate_secret_for(destination.signature_scheme)
+        data = {**data, "secret": generated}
     secret_changed = bool(data.get("secret")) and data["secret"] != destination.secret()
     if secret_changed:
         destination.set_secret(data["secret"])
+    if destination.signature_scheme != old_scheme:
+        destination.previous_secret_encrypted = ""
+        destination.previous_secret_expires_at = None
     destination.save()
+    destination.generated_secret = generated
     changed_before, changed_after = diff(before, destination_snapshot(destination))
     if secret_changed:
         changed_before["secret"] = changed_after["secret"] = SECRET_MARK
@@ -155,7 +170,7 @@ def destination_rotate_secret(
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     if overlap_hours is None:
         overlap_hours = settings.WEBHOOK_SECRET_OVERLAP_HOURS
-    generated = None if new_secret else crypto.generate_secret()
+    generated = None if new_secret else generate_secret_for(destination.signature_scheme)
     if overlap_hours > 0:
         destination.previous_secret_encrypted = destination.secret_encrypted
         destination.previous_secret_expires_at = timezone.now() + timedelta(hours=overlap_hours)

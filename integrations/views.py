@@ -193,6 +193,19 @@ class SignatureCheckForm(forms.Form):
             attrs={"placeholder": "sha256=…", "spellcheck": "false", "autocomplete": "off"}
         ),
     )
+    # Standard Webhooks destinations only: the id and timestamp are signed with the body.
+    webhook_id = forms.CharField(
+        label="webhook-id header value",
+        required=False,
+        max_length=verification.MAX_MESSAGE_ID_CHARS,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+    webhook_timestamp = forms.CharField(
+        label="webhook-timestamp header value",
+        required=False,
+        max_length=20,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
 
 
 # Page data --------------------------------------------------------------------------------------
@@ -510,10 +523,14 @@ def destination_edit(request: HttpRequest, destination_id) -> HttpResponse:
     if request.method == "POST":
         form = _posted_destination_form(request, destination)
         if form.is_valid():
-            destination_update(
+            destination = destination_update(
                 destination=destination, actor=request.user, data={**form.cleaned_data}
             )
             messages.success(request, "Destination updated.")
+            if destination.generated_secret:
+                return _render_detail(
+                    request, destination, generated_secret=destination.generated_secret
+                )
             return redirect("integrations:destination_detail", destination_id=destination.pk)
         header_rows = _posted_header_rows(request, stored_names)
         status = 400
@@ -552,7 +569,7 @@ def destination_activate(request: HttpRequest, destination_id) -> HttpResponse:
 def destination_rotate_secret_view(request: HttpRequest, destination_id) -> HttpResponse:
     """Rotate the signing secret; a generated one is shown once on this response."""
     destination = _get_destination(request, destination_id)
-    form = RotateSecretForm(request.POST)
+    form = RotateSecretForm(request.POST, scheme=destination.signature_scheme)
     if not form.is_valid():
         return _render_detail(request, destination, rotate_form=form, status=400)
     destination, generated = destination_rotate_secret(
@@ -621,6 +638,8 @@ def destination_verify_signature(request: HttpRequest, destination_id) -> HttpRe
                 destination=destination,
                 body=form.cleaned_data["body"],
                 signature=form.cleaned_data["signature"],
+                message_id=form.cleaned_data["webhook_id"],
+                timestamp=form.cleaned_data["webhook_timestamp"],
             )
         except verification.SignatureInputError as error:
             form.add_error(error.field, str(error))
