@@ -35,6 +35,18 @@ if not FIELD_ENCRYPTION_KEYS:
 if not DEBUG and DEV_FIELD_ENCRYPTION_KEY in FIELD_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("The development encryption key is refused when DEBUG is off.")
 
+# The audit chain's HMAC key: from the environment only, never stored in the database, so that
+# someone who can write the database cannot recompute the chain after rewriting it.
+_DEV_AUDIT_CHAIN_KEY = "dev-only-audit-chain-key-do-not-use-in-production"
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default=_DEV_AUDIT_CHAIN_KEY if DEBUG else "")
+if not AUDIT_CHAIN_KEY:
+    raise ImproperlyConfigured(
+        "AUDIT_CHAIN_KEY must be set when DEBUG is off "
+        "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+    )
+if not DEBUG and AUDIT_CHAIN_KEY == _DEV_AUDIT_CHAIN_KEY:
+    raise ImproperlyConfigured("The development audit chain key is refused when DEBUG is off.")
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
