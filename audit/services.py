@@ -18,8 +18,12 @@ from portal.models import Tenant
 SECRET_MARK = "changed"  # noqa: S105 (the word shown in place of a secret)
 
 
-def _lock_tenant_chain(tenant_id: int) -> None:
-    """Serialize appends to one tenant's chain until the transaction ends."""
+def lock_chain(tenant_id: int) -> None:
+    """Serialize appends to one tenant's chain until the transaction ends.
+
+    Lock order (no deadlocks): a service that will audit takes this lock *before* any
+    destination row lock, because recording fans the entry out as an `audit_log` event, which
+    locks the tenant's destination rows. Taking it again later in the transaction is free."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [0x0A0D17, tenant_id])
 
@@ -37,7 +41,7 @@ def record(
 ) -> AuditEntry:
     """Append one entry to the tenant's chain, in the caller's transaction."""
     with transaction.atomic():
-        _lock_tenant_chain(tenant.pk)
+        lock_chain(tenant.pk)
         last = (
             AuditEntry.objects.filter(tenant=tenant)
             .order_by("-sequence")

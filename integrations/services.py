@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import SECRET_MARK, diff, record
+from audit.services import SECRET_MARK, diff, lock_chain, record
 from integrations import engine
 from integrations.engine import describe_failure
 from integrations.explain import Explanation, explain
@@ -92,6 +92,7 @@ def destination_update(*, destination: Destination, actor, data: dict[str, Any])
     Changing the signature scheme without a new secret generates one in the new scheme's
     format (no overlap: receivers must switch anyway); it is in `destination.generated_secret`
     to be shown once."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     before = destination_snapshot(destination)
     old_headers = destination.custom_headers()
@@ -132,6 +133,7 @@ def destination_update(*, destination: Destination, actor, data: dict[str, Any])
 @transaction.atomic
 def destination_set_active(*, destination: Destination, actor, active: bool) -> Destination:
     """Pause or activate; activating a disabled destination resumes its kept backlog."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     if destination.active == active and destination.disabled_at is None:
         return destination
@@ -167,6 +169,7 @@ def destination_rotate_secret(
     overlap_hours: int | None = None,
 ) -> tuple[Destination, str | None]:
     """Replace the secret; the previous one keeps signing for the overlap window."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     if overlap_hours is None:
         overlap_hours = settings.WEBHOOK_SECRET_OVERLAP_HOURS
@@ -193,6 +196,7 @@ def destination_rotate_secret(
 @transaction.atomic
 def destination_delete(*, destination: Destination, actor) -> None:
     """Delete the destination with its deliveries (its events stay for other destinations)."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
     record(
         tenant=destination.tenant,
         actor=actor,
@@ -280,6 +284,7 @@ def _reopen(delivery: Delivery) -> None:
 @transaction.atomic
 def delivery_resend(*, delivery: Delivery, actor) -> Delivery:
     """Send a failed delivery again (same events, new attempts), ahead of newer events."""
+    lock_chain(delivery.tenant_id)  # the audit lock first, then rows (see lock_chain)
     delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
     if delivery.state != DeliveryState.FAILED or delivery.is_test:
         raise NotResendable("Only failed deliveries can be resent.")
@@ -299,6 +304,7 @@ def delivery_resend(*, delivery: Delivery, actor) -> Delivery:
 @transaction.atomic
 def destination_resend_all_failed(*, destination: Destination, actor) -> ResendJob:
     """Queue every failed delivery of the destination again, in the background."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then rows (see lock_chain)
     total = Delivery.objects.filter(
         destination=destination, state=DeliveryState.FAILED, is_test=False
     ).count()
