@@ -59,7 +59,7 @@ from integrations.services import (
     destination_send_test,
     destination_update,
 )
-from portal.permissions import Capability
+from portal.permissions import Capability, has_capability
 from portal.tokens import ApiPrincipal, requires
 
 router = Router()
@@ -76,6 +76,10 @@ FORM_FIELDS = tuple(field for field in CONFIG_FIELDS if field != "rate_limit_per
 
 def _principal(request: HttpRequest) -> ApiPrincipal:
     return request.auth  # set by ApiTokenAuth; never the session
+
+
+def _may_edit(principal: ApiPrincipal) -> bool:
+    return has_capability(principal.membership, Capability.MANAGE_DESTINATIONS)
 
 
 def _invalid(errors: dict[str, list[str]]) -> ValidationError:
@@ -125,12 +129,13 @@ DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 # Representations --------------------------------------------------------------------------------
-def _destination_out(destination: Destination) -> dict[str, Any]:
-    """A destination as the API shows it: no secret, custom header values masked."""
+def _destination_out(destination: Destination, *, full_url: bool = True) -> dict[str, Any]:
+    """A destination as the API shows it: no secret, custom header values masked, and for
+    roles that cannot edit it the endpoint's query values masked (they often hold API keys)."""
     return {
         "id": destination.pk,
         "name": destination.name,
-        "endpoint_url": destination.endpoint_url,
+        "endpoint_url": destination.endpoint_url if full_url else destination.endpoint_url_masked,
         "provider": destination.provider,
         "event_types": list(destination.event_types),
         "min_severity": destination.min_severity or None,
@@ -278,8 +283,10 @@ DESTINATIONS = ["Destinations"]
 )
 def list_destinations(request: HttpRequest):
     """The tenant's destinations by name. Secrets are never returned."""
-    destinations = Destination.objects.for_tenant(_principal(request).tenant).order_by("name")
-    return [_destination_out(destination) for destination in destinations]
+    principal = _principal(request)
+    destinations = Destination.objects.for_tenant(principal.tenant).order_by("name")
+    full_url = _may_edit(principal)
+    return [_destination_out(destination, full_url=full_url) for destination in destinations]
 
 
 @router.post(
@@ -320,7 +327,9 @@ def create_destination(request: HttpRequest, payload: DestinationIn):
     **requires(Capability.VIEW_INTEGRATIONS),
 )
 def get_destination(request: HttpRequest, destination_id: uuid.UUID):
-    return _destination_out(_get_destination(_principal(request), destination_id))
+    principal = _principal(request)
+    destination = _get_destination(principal, destination_id)
+    return _destination_out(destination, full_url=_may_edit(principal))
 
 
 @router.patch(

@@ -32,6 +32,7 @@ from integrations.models import (
     ErrorKind,
     Health,
 )
+from integrations.redaction import mask_excerpt_for
 from integrations.sender import Outcome, get_sender
 from integrations.signing import event_envelope, prepare, serialize_body
 
@@ -312,7 +313,7 @@ def record_attempt(delivery: Delivery, outcome: Outcome) -> None:
         status_code=outcome.status_code,
         error_kind=outcome.error_kind,
         error_detail=outcome.detail[:500],
-        response_excerpt=outcome.response_excerpt,
+        response_excerpt=mask_excerpt_for(delivery.destination_id, outcome.response_excerpt),
         request_headers=outcome.request_headers,
         ok=outcome.ok,
     )

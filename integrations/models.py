@@ -118,6 +118,13 @@ class Destination(TenantOwnedModel):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def endpoint_url_masked(self) -> str:
+        """The URL with query values masked (they often hold API keys): for display."""
+        from integrations.redaction import mask_query
+
+        return mask_query(self.endpoint_url)
+
     # Secrets -------------------------------------------------------------------------------
     def set_secret(self, secret: str) -> None:
         self.secret_encrypted = crypto.encrypt(secret)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -26,6 +27,7 @@ from integrations.models import (
     ResendJob,
     ResendJobState,
 )
+from integrations.redaction import destination_secret_values, mask_echoed_secrets, mask_query
 from integrations.sender import Outcome, get_sender
 from integrations.signing import generate_secret_for
 from portal.models import Tenant
@@ -49,6 +51,9 @@ CONFIG_FIELDS = [
 def destination_snapshot(destination: Destination) -> dict[str, Any]:
     """The audited configuration: never a secret or a custom header value."""
     snapshot = {field: getattr(destination, field) for field in CONFIG_FIELDS}
+    # Query values often hold API keys: audit entries (read by auditors, and sent out as
+    # `audit_log` events) only say that the query changed.
+    snapshot["endpoint_url"] = mask_query(destination.endpoint_url)
     snapshot["custom_header_names"] = list(destination.custom_header_names)
     return snapshot
 
@@ -98,6 +103,7 @@ def destination_update(*, destination: Destination, actor, data: dict[str, Any])
     old_headers = destination.custom_headers()
     was_active = destination.active
     old_scheme = destination.signature_scheme
+    old_url = destination.endpoint_url
     _apply(destination, data)
     generated = None
     if destination.signature_scheme != old_scheme and not data.get("secret"):
@@ -116,6 +122,8 @@ def destination_update(*, destination: Destination, actor, data: dict[str, Any])
         changed_before["secret"] = changed_after["secret"] = SECRET_MARK
     if data.get("custom_headers") is not None and data["custom_headers"] != old_headers:
         changed_before["custom_header_values"] = changed_after["custom_header_values"] = SECRET_MARK
+    if urlsplit(old_url).query != urlsplit(destination.endpoint_url).query:
+        changed_before["endpoint_query"] = changed_after["endpoint_query"] = SECRET_MARK
     if changed_after:
         record(
             tenant=destination.tenant,
@@ -235,6 +243,9 @@ def destination_send_test(*, destination: Destination, actor) -> TestResult:
     body = serialize_body(destination, [envelope])
     timeout = min(destination.timeout_seconds, settings.WEBHOOK_TEST_TIMEOUT)
     outcome = get_sender().send(destination, prepare(destination, body), timeout=timeout)
+    # A receiver that echoes the request must not show the secrets back (stored masked too).
+    excerpt = mask_echoed_secrets(outcome.response_excerpt, destination_secret_values(destination))
+    outcome = replace(outcome, response_excerpt=excerpt)
     with transaction.atomic():
         delivery = Delivery.objects.create(
             tenant_id=destination.tenant_id,

@@ -527,6 +527,13 @@ def destination_edit(request: HttpRequest, destination_id) -> HttpResponse:
                 destination=destination, actor=request.user, data={**form.cleaned_data}
             )
             messages.success(request, "Destination updated.")
+            if form.cleared_on_origin_change:
+                messages.warning(
+                    request,
+                    "The endpoint moved to another origin: "
+                    + " and ".join(form.cleared_on_origin_change)
+                    + " not entered again in this change were cleared. Enter them again.",
+                )
             if destination.generated_secret:
                 return _render_detail(
                     request, destination, generated_secret=destination.generated_secret
