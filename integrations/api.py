@@ -59,6 +59,7 @@ from integrations.services import (
     destination_send_test,
     destination_update,
 )
+from portal import ratelimits
 from portal.permissions import Capability, has_capability
 from portal.tokens import ApiPrincipal, requires
 
@@ -76,6 +77,11 @@ FORM_FIELDS = tuple(field for field in CONFIG_FIELDS if field != "rate_limit_per
 
 def _principal(request: HttpRequest) -> ApiPrincipal:
     return request.auth  # set by ApiTokenAuth; never the session
+
+
+def _rate_limit(request: HttpRequest, principal: ApiPrincipal, action: str) -> None:
+    """429 with Retry-After (portal/api.py) when the token or its user is over the limit."""
+    ratelimits.check(request, action, user_id=principal.user.pk, token_id=principal.token.pk)
 
 
 def _may_edit(principal: ApiPrincipal) -> bool:
@@ -392,6 +398,7 @@ def delete_destination(request: HttpRequest, destination_id: uuid.UUID):
 def send_test(request: HttpRequest, destination_id: uuid.UUID):
     """Admins only. Sends one test event now and reports the outcome (200 whatever it was)."""
     principal = _principal(request)
+    _rate_limit(request, principal, ratelimits.TEST_SEND)
     result = destination_send_test(
         destination=_get_destination(principal, destination_id), actor=principal.user
     )
@@ -527,6 +534,7 @@ def publish_event(request: HttpRequest, payload: EventIn):
     """Admins only (publishing makes deliveries happen). 201 when stored; 200 with the stored
     event when this `event_id` was published before (idempotent)."""
     principal = _principal(request)
+    _rate_limit(request, principal, ratelimits.PUBLISH)
     try:
         published = event_publish(
             tenant=principal.tenant,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from integrations.catalogue import EventType, Severity
@@ -161,6 +162,13 @@ class DestinationForm(forms.Form):
         name = self.cleaned_data.get("name", "").strip()
         if not name and self.partial:
             return name
+        if self.instance is None:
+            cap = settings.WEBHOOK_MAX_DESTINATIONS_PER_TENANT
+            if Destination.objects.for_tenant(self.tenant).count() >= cap:
+                raise ValidationError(
+                    f"This tenant already has {cap} destinations, the most allowed: delete one "
+                    "you no longer use first."
+                )
         duplicates = Destination.objects.for_tenant(self.tenant).filter(name__iexact=name)
         if self.instance is not None:
             duplicates = duplicates.exclude(pk=self.instance.pk)

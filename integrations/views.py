@@ -54,6 +54,7 @@ from integrations.services import (
     destination_set_active,
     destination_update,
 )
+from portal import ratelimits
 from portal.filters import KeysetFilterForm, keyset_page, nearest_id
 from portal.permissions import Capability, has_capability, require_capability
 from portal.redirects import redirect_to_next
@@ -608,6 +609,10 @@ def destination_delete_view(request: HttpRequest, destination_id) -> HttpRespons
 def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResponse:
     """Send one test event now and show the outcome in place: status, latency, response, fix."""
     destination = _get_destination(request, destination_id)
+    try:
+        ratelimits.check(request, ratelimits.TEST_SEND, user_id=request.user.pk)
+    except ratelimits.RateLimited as error:
+        return ratelimits.too_many_requests(error)
     result = destination_send_test(destination=destination, actor=request.user)
     if _is_htmx(request):
         context = {"destination": destination, "test_result": result}
@@ -637,6 +642,10 @@ def destination_verify_signature(request: HttpRequest, destination_id) -> HttpRe
     """Check a pasted body and signature against the destination's secrets. It only computes:
     no state changes, and the secret is never shown (POST because a body can be 1 MiB)."""
     destination = _get_destination(request, destination_id)
+    try:
+        ratelimits.check(request, ratelimits.SIGNATURE_CHECK, user_id=request.user.pk)
+    except ratelimits.RateLimited as error:
+        return ratelimits.too_many_requests(error)
     form = SignatureCheckForm(request.POST)
     check = None
     if form.is_valid():

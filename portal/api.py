@@ -18,6 +18,7 @@ from ninja.errors import ValidationError as RequestValidationError
 from ninja.parser import Parser
 
 from integrations.api import router as v1_router
+from portal.ratelimits import RateLimited
 from portal.tokens import ApiTokenAuth
 
 DESCRIPTION = """
@@ -145,6 +146,13 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(RequestDataTooBig)
 def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return _json(request, {"detail": "The request body is too large."}, 413)
+
+
+@api.exception_handler(RateLimited)
+def rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+    response = _json(request, {"detail": str(exc)}, 429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(Http404)

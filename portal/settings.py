@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "axes",
+    "csp",
     "django_q",
     "ninja",
     "portal",
@@ -75,9 +76,28 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "portal.middleware.TenantMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
+
+# Content-Security-Policy on every response (django-csp): scripts only from our own static
+# files, never inline; nothing from other origins. Inline style attributes stay allowed (a
+# progress bar's width, Django's admin).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -214,8 +234,21 @@ Q_CLUSTER = {
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+
 else:
     Q_CLUSTER["orm"] = "default"
+
+# Rate limit counters (portal/ratelimits.py) live in the cache: Redis, shared by every process,
+# when REDIS_URL is set; otherwise each process counts for itself.
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+RATE_LIMITS = {
+    "publish": env.str("RATE_LIMIT_PUBLISH", default="600/m"),
+    "test_send": env.str("RATE_LIMIT_TEST_SEND", default="10/m"),
+    "signature_check": env.str("RATE_LIMIT_SIGNATURE_CHECK", default="30/m"),
+}
 
 
 def _duration_seconds(value: str) -> int:
@@ -228,8 +261,12 @@ def _duration_seconds(value: str) -> int:
 
 
 # Webhook delivery (SPEC §5, §6).
+API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
+WEBHOOK_MAX_DESTINATIONS_PER_TENANT = env.int("WEBHOOK_MAX_DESTINATIONS_PER_TENANT", default=50)
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 WEBHOOK_ALLOWED_PRIVATE_TARGETS = env.list("WEBHOOK_ALLOWED_PRIVATE_TARGETS", default=[])
+# Start-up checks to acknowledge (e.g. portal.E010,portal.E011 for a local benchmark stack).
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 WEBHOOK_EGRESS_IPS = env.list("WEBHOOK_EGRESS_IPS", default=[])
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
 # Delay before attempt 2, 3, ... in seconds (the last value repeats); about a day in all.

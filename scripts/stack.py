@@ -44,6 +44,8 @@ class LocalStack:
             "Q_CLUSTER_NAME": self.name,
             "WEBHOOK_ALLOW_HTTP": "true",
             "WEBHOOK_ALLOWED_PRIVATE_TARGETS": ",".join(targets),
+            # A local stack on loopback receivers, DEBUG off for realistic figures.
+            "SILENCED_SYSTEM_CHECKS": "portal.E010,portal.E011",
             "LOG_LEVEL": "WARNING",
             **{k: str(v) for k, v in settings_overrides.items()},
         }
