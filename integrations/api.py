@@ -70,6 +70,7 @@ DENIED = {401: ErrorOut, 403: ErrorOut}
 NOT_FOUND = {404: ErrorOut}
 INVALID = {400: ValidationErrorOut}
 BODY = {**INVALID, 413: ErrorOut}
+LIMITED = {429: ErrorOut}  # with Retry-After (portal/ratelimits.py)
 
 # Form fields the API exposes, in the form's terms; rate_limit_per_second stays portal-only.
 FORM_FIELDS = tuple(field for field in CONFIG_FIELDS if field != "rate_limit_per_second")
@@ -390,7 +391,7 @@ def delete_destination(request: HttpRequest, destination_id: uuid.UUID):
 
 @router.post(
     "/integrations/destinations/{destination_id}/test",
-    response={200: TestResultOut, **INVALID, **DENIED, **NOT_FOUND},
+    response={200: TestResultOut, **INVALID, **DENIED, **NOT_FOUND, **LIMITED},
     tags=DESTINATIONS,
     summary="Send a test event",
     **requires(Capability.MANAGE_DESTINATIONS),
@@ -525,7 +526,7 @@ EVENTS = ["Events"]
 
 @router.post(
     "/events",
-    response={201: EventOut, 200: EventOut, **BODY, **DENIED},
+    response={201: EventOut, 200: EventOut, **BODY, **DENIED, **LIMITED},
     tags=EVENTS,
     summary="Publish an event",
     **requires(Capability.MANAGE_DESTINATIONS),

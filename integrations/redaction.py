@@ -38,13 +38,15 @@ def destination_secret_values(destination) -> list[str]:
     return values
 
 
-def mask_excerpt_for(destination_id, excerpt: str) -> str:
-    """`mask_echoed_secrets` with the destination's secrets (loaded only when needed)."""
-    if not excerpt:
+def mask_excerpt_for(destination, excerpt: str) -> str:
+    """`mask_echoed_secrets` with the destination's secrets. `destination` is a Destination
+    or its id (then it is loaded only when the excerpt could hold a secret)."""
+    if not excerpt or len(excerpt) < MIN_MASKED_LENGTH:
         return excerpt
     from integrations.models import Destination
 
-    destination = Destination.objects.filter(pk=destination_id).first()
+    if not isinstance(destination, Destination):
+        destination = Destination.objects.filter(pk=destination).first()
     if destination is None:
         return excerpt
     return mask_echoed_secrets(excerpt, destination_secret_values(destination))
