@@ -258,7 +258,11 @@ def test_the_checker_verifies_standard_webhooks_with_current_and_previous(sw, te
     }
     assert "Verified with the previous secret" in _result(_check(client, destination, **fields))
     new = prepare(Destination.objects.get(pk=destination.pk), b'{"events":[]}', message_id="m")
-    fields.update(signature=new.headers["webhook-signature"], webhook_id="m")
+    fields.update(
+        signature=new.headers["webhook-signature"],
+        webhook_id="m",
+        webhook_timestamp=new.headers["webhook-timestamp"],
+    )
     assert "Verified with the current secret" in _result(_check(client, destination, **fields))
     fields["webhook_id"] = "other"
     assert "Does not verify" in _result(_check(client, destination, **fields))
