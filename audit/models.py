@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 
 from django.conf import settings
@@ -11,6 +12,44 @@ from django.db import models
 from portal.models import Tenant, TenantQuerySet
 
 GENESIS_HASH = "0" * 64
+# 1: SHA-256 of the canonical bytes (entries written before the HMAC chain, kept only while a
+#    tenant's legacy chain could not be re-hashed because it was already broken).
+# 2: HMAC-SHA256 keyed with AUDIT_CHAIN_KEY (from the environment, never in the database).
+LEGACY_HASH = 1
+HMAC_HASH = 2
+
+
+def canonical_bytes(entry) -> bytes:
+    """The exact bytes the hash covers: every recorded field and the previous hash.
+
+    A plain function so that migrations (historical models) hash exactly as the model does."""
+    data = {
+        "tenant": entry.tenant_id,
+        "sequence": entry.sequence,
+        "created_at": entry.created_at.isoformat(),
+        "actor": entry.actor_name,
+        "action": entry.action,
+        "target_type": entry.target_type,
+        "target_id": entry.target_id,
+        "target_repr": entry.target_repr,
+        "before": entry.before,
+        "after": entry.after,
+        "ip": entry.ip,
+        "user_agent": entry.user_agent,
+        "request_id": entry.request_id,
+        "prev_hash": entry.prev_hash,
+    }
+    if entry.hash_version != LEGACY_HASH:
+        data["hash_version"] = entry.hash_version
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def hash_entry(entry, key: str | None = None) -> str:
+    """The entry's hash for its version: HMAC-SHA256 with the chain key, or legacy SHA-256."""
+    if entry.hash_version == LEGACY_HASH:
+        return hashlib.sha256(canonical_bytes(entry)).hexdigest()
+    key = key if key is not None else settings.AUDIT_CHAIN_KEY
+    return hmac.new(key.encode(), canonical_bytes(entry), hashlib.sha256).hexdigest()
 
 
 class AuditEntry(models.Model):
@@ -34,6 +73,7 @@ class AuditEntry(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    hash_version = models.PositiveSmallIntegerField(default=HMAC_HASH)
 
     objects = TenantQuerySet.as_manager()
 
@@ -53,24 +93,7 @@ class AuditEntry(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or 'system'} {self.action}"
 
     def canonical(self) -> bytes:
-        """The exact bytes the hash covers: every recorded field and the previous hash."""
-        data = {
-            "tenant": self.tenant_id,
-            "sequence": self.sequence,
-            "created_at": self.created_at.isoformat(),
-            "actor": self.actor_name,
-            "action": self.action,
-            "target_type": self.target_type,
-            "target_id": self.target_id,
-            "target_repr": self.target_repr,
-            "before": self.before,
-            "after": self.after,
-            "ip": self.ip,
-            "user_agent": self.user_agent,
-            "request_id": self.request_id,
-            "prev_hash": self.prev_hash,
-        }
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return canonical_bytes(self)
 
     def compute_hash(self) -> str:
-        return hashlib.sha256(self.canonical()).hexdigest()
+        return hash_entry(self)

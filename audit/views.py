@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 
 from audit.forms import AuditFilterForm
 from audit.models import AuditEntry
-from audit.services import verify_chain
+from audit.services import chain_head, parse_heads, verify_chain
 from portal.filters import keyset_page
 from portal.permissions import Capability, require_capability
 
@@ -86,7 +86,7 @@ def export(request: HttpRequest) -> HttpResponse:
     entries = form.apply(AuditEntry.objects.for_tenant(request.tenant)).order_by("-id")
     filename = f"audit-{request.tenant.slug}-{timezone.localdate():%Y%m%d}.csv"
     return StreamingHttpResponse(
-        _csv_lines(entries),
+        _csv_lines(entries, head=str(chain_head(request.tenant))),
         content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -94,10 +94,29 @@ def export(request: HttpRequest) -> HttpResponse:
 
 @require_capability(Capability.EXPORT_AUDIT, post_only=True)
 def verify(request: HttpRequest) -> HttpResponse:
-    """Recompute the tenant's hash chain and report the outcome on the audit page."""
-    result = verify_chain(request.tenant)
+    """Recompute the tenant's hash chain (against a pasted saved head, if one is given) and
+    report the outcome on the audit page."""
+    pasted = request.POST.get("head", "")[:400].strip()
+    expect = None
+    if pasted:
+        heads = [h for h in parse_heads(pasted) if h.tenant_slug == request.tenant.slug]
+        if len(heads) != 1:
+            messages.error(
+                request,
+                "That is not a chain head of this tenant: paste one line "
+                f"oneprotect-audit-head:{request.tenant.slug}:<sequence>:<hash>.",
+            )
+            return redirect("audit:index")
+        expect = heads[0]
+    result = verify_chain(request.tenant, expect_head=expect)
     if result.ok:
-        messages.success(request, f"Chain intact: {result.checked} entries verified.")
+        against = f" up to and including the saved head #{expect.sequence}" if expect else ""
+        messages.success(
+            request,
+            f"Chain intact{against}: {result.checked} entries verified. Head: {result.head}",
+        )
+    elif result.broken_entry is None:
+        messages.error(request, f"The audit chain has been tampered with: {result.reason}.")
     else:
         entry = result.broken_entry
         when = timezone.localtime(entry.created_at).strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -137,11 +156,14 @@ class _Echo:
         return value
 
 
-def _csv_lines(entries: QuerySet) -> Iterator[str]:
+def _csv_lines(entries: QuerySet, *, head: str) -> Iterator[str]:
+    """The rows, then the chain head as of the export (save it: `verify_audit_chain
+    --expect-head` and the Verify integrity form detect a later cut or rewrite)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
     for entry in entries.iterator(chunk_size=EXPORT_CHUNK):
         yield writer.writerow([_safe_cell(value) for value in _csv_row(entry)])
+    yield writer.writerow(["chain head", head])
 
 
 def _csv_row(entry: AuditEntry) -> list[Any]:

@@ -71,7 +71,8 @@ from integrations.services import (
     destination_send_test,
     destination_update,
 )
-from portal.permissions import Capability
+from portal import ratelimits
+from portal.permissions import Capability, has_capability
 from portal.tokens import ApiPrincipal, requires
 
 router = Router()
@@ -81,6 +82,7 @@ DENIED = {401: ErrorOut, 403: ErrorOut}
 NOT_FOUND = {404: ErrorOut}
 INVALID = {400: ValidationErrorOut}
 BODY = {**INVALID, 413: ErrorOut}
+LIMITED = {429: ErrorOut}  # with Retry-After (portal/ratelimits.py)
 
 # Form fields the API exposes, in the form's terms; rate_limit_per_second stays portal-only.
 FORM_FIELDS = tuple(field for field in CONFIG_FIELDS if field != "rate_limit_per_second")
@@ -88,6 +90,15 @@ FORM_FIELDS = tuple(field for field in CONFIG_FIELDS if field != "rate_limit_per
 
 def _principal(request: HttpRequest) -> ApiPrincipal:
     return request.auth  # set by ApiTokenAuth; never the session
+
+
+def _rate_limit(request: HttpRequest, principal: ApiPrincipal, action: str) -> None:
+    """429 with Retry-After (portal/api.py) when the token or its user is over the limit."""
+    ratelimits.check(request, action, user_id=principal.user.pk, token_id=principal.token.pk)
+
+
+def _may_edit(principal: ApiPrincipal) -> bool:
+    return has_capability(principal.membership, Capability.MANAGE_DESTINATIONS)
 
 
 def _invalid(errors: dict[str, list[str]]) -> ValidationError:
@@ -137,12 +148,13 @@ DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 # Representations --------------------------------------------------------------------------------
-def _destination_out(destination: Destination) -> dict[str, Any]:
-    """A destination as the API shows it: no secret, custom header values masked."""
+def _destination_out(destination: Destination, *, full_url: bool = True) -> dict[str, Any]:
+    """A destination as the API shows it: no secret, custom header values masked, and for
+    roles that cannot edit it the endpoint's query values masked (they often hold API keys)."""
     return {
         "id": destination.pk,
         "name": destination.name,
-        "endpoint_url": destination.endpoint_url,
+        "endpoint_url": destination.endpoint_url if full_url else destination.endpoint_url_masked,
         "provider": destination.provider,
         "event_types": list(destination.event_types),
         "min_severity": destination.min_severity or None,
@@ -157,6 +169,7 @@ def _destination_out(destination: Destination) -> dict[str, Any]:
         "secret_set_at": destination.secret_set_at,
         "created_at": destination.created_at,
         "updated_at": destination.updated_at,
+        "signature_scheme": destination.signature_scheme,
     }
 
 
@@ -237,7 +250,7 @@ def _form_value(field: str, value: Any) -> Any:
         return [] if field == "event_types" else ""
     if field == "event_types":
         return [str(item) for item in value]
-    return str(value) if field in ("provider", "min_severity") else value
+    return str(value) if field in ("provider", "min_severity", "signature_scheme") else value
 
 
 def _custom_headers_input(headers: dict[str, str] | None) -> dict[str, str] | None:
@@ -289,8 +302,10 @@ DESTINATIONS = ["Destinations"]
 )
 def list_destinations(request: HttpRequest):
     """The tenant's destinations by name. Secrets are never returned."""
-    destinations = Destination.objects.for_tenant(_principal(request).tenant).order_by("name")
-    return [_destination_out(destination) for destination in destinations]
+    principal = _principal(request)
+    destinations = Destination.objects.for_tenant(principal.tenant).order_by("name")
+    full_url = _may_edit(principal)
+    return [_destination_out(destination, full_url=full_url) for destination in destinations]
 
 
 @router.post(
@@ -331,12 +346,15 @@ def create_destination(request: HttpRequest, payload: DestinationIn):
     **requires(Capability.VIEW_INTEGRATIONS),
 )
 def get_destination(request: HttpRequest, destination_id: uuid.UUID):
-    return _destination_out(_get_destination(_principal(request), destination_id))
+    principal = _principal(request)
+    destination = _get_destination(principal, destination_id)
+    return _destination_out(destination, full_url=_may_edit(principal))
 
 
 @router.patch(
     "/integrations/destinations/{destination_id}",
-    response={200: DestinationOut, **BODY, **DENIED, **NOT_FOUND},
+    response={200: DestinationWithSecretOut, **BODY, **DENIED, **NOT_FOUND},
+    exclude_unset=True,
     tags=DESTINATIONS,
     summary="Update a destination",
     **requires(Capability.MANAGE_DESTINATIONS),
@@ -361,7 +379,10 @@ def update_destination(request: HttpRequest, destination_id: uuid.UUID, payload:
     destination = destination_update(
         destination=destination, actor=principal.user, data={**form.cleaned_data}
     )
-    return _destination_out(destination)
+    body = _destination_out(destination)
+    if destination.generated_secret:
+        body["secret"] = destination.generated_secret
+    return body
 
 
 @router.delete(
@@ -382,7 +403,7 @@ def delete_destination(request: HttpRequest, destination_id: uuid.UUID):
 
 @router.post(
     "/integrations/destinations/{destination_id}/test",
-    response={200: TestResultOut, **INVALID, **DENIED, **NOT_FOUND},
+    response={200: TestResultOut, **INVALID, **DENIED, **NOT_FOUND, **LIMITED},
     tags=DESTINATIONS,
     summary="Send a test event",
     **requires(Capability.MANAGE_DESTINATIONS),
@@ -390,6 +411,7 @@ def delete_destination(request: HttpRequest, destination_id: uuid.UUID):
 def send_test(request: HttpRequest, destination_id: uuid.UUID):
     """Admins only. Sends one test event now and reports the outcome (200 whatever it was)."""
     principal = _principal(request)
+    _rate_limit(request, principal, ratelimits.TEST_SEND)
     result = destination_send_test(
         destination=_get_destination(principal, destination_id), actor=principal.user
     )
@@ -426,7 +448,8 @@ def rotate_secret(
         {
             "secret": payload.secret or "",
             "overlap_hours": settings.WEBHOOK_SECRET_OVERLAP_HOURS if overlap is None else overlap,
-        }
+        },
+        scheme=destination.signature_scheme,
     )
     if not form.is_valid():
         raise _invalid(_form_errors(form))
@@ -555,7 +578,13 @@ PUBLISH_EXAMPLES = {
 
 @router.post(
     "/events",
-    response={201: EventOut | EventBatchOut, 200: EventOut | EventBatchOut, **BODY, **DENIED},
+    response={
+        201: EventOut | EventBatchOut,
+        200: EventOut | EventBatchOut,
+        **BODY,
+        **DENIED,
+        **LIMITED,
+    },
     tags=EVENTS,
     summary="Publish an event, or a batch of events",
     **_with_examples(requires(Capability.MANAGE_DESTINATIONS), PUBLISH_EXAMPLES),
@@ -569,6 +598,7 @@ def publish_event(request: HttpRequest, payload: Body[EventPublishIn]):
     `events[<index>].<field>` and stores nothing. The answer lists every item's `event_id`
     with `created` or `duplicate`; 201 when the batch stored any event, 200 when none."""
     principal = _principal(request)
+    _rate_limit(request, principal, ratelimits.PUBLISH)
     if isinstance(payload, EventBatchIn):
         return _publish_batch(principal, payload.events)
     try:

@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Discriminator, SkipValidation, StrictInt, Tag, 
 
 from integrations.catalogue import EventType, Severity
 from integrations.forms import MAX_CUSTOM_HEADERS, DestinationForm, RotateSecretForm
-from integrations.models import DeliveryState, Provider
+from integrations.models import DeliveryState, Provider, SignatureScheme
 
 MASK = "••••••••"
 
@@ -149,6 +149,13 @@ class DestinationIn(ApiInput):
     timeout_seconds: int = Field(30, json_schema_extra=_destination("timeout_seconds"))
     skip_tls_verify: bool = False
     active: bool = True
+    signature_scheme: SignatureScheme = Field(
+        SignatureScheme.ONEPROTECT,
+        description="`oneprotect`: `sha256=<hex HMAC-SHA256 of the body>` in the signature header "
+        "(the default). `standard_webhooks`: `webhook-id`, `webhook-timestamp` and "
+        "`webhook-signature: v1,<base64>` as published at standardwebhooks.com "
+        "(replay-protected; its secret is `whsec_<base64>`).",
+    )
 
 
 class DestinationPatch(ApiInput):
@@ -175,6 +182,11 @@ class DestinationPatch(ApiInput):
     timeout_seconds: int | None = Field(None, json_schema_extra=_destination("timeout_seconds"))
     skip_tls_verify: bool | None = None
     active: bool | None = None
+    signature_scheme: SignatureScheme | None = Field(
+        None,
+        description="Changing it without a `secret` generates a new secret in the new "
+        "scheme's format, returned once in this response.",
+    )
 
 
 class DestinationOut(Schema):
@@ -195,6 +207,7 @@ class DestinationOut(Schema):
     secret_set_at: datetime
     created_at: datetime
     updated_at: datetime
+    signature_scheme: str = Field(..., examples=["oneprotect"])
 
 
 class DestinationWithSecretOut(DestinationOut):

@@ -33,3 +33,37 @@ def publish_audit_entry(entry) -> None:
             "hash": entry.hash,
         },
     )
+
+
+ENGINE_ACTOR = "system (delivery engine)"
+
+
+def record_auto_disable(destination_id, reason: str) -> None:
+    """Audit the engine disabling a destination that kept failing (SPEC §5).
+
+    For the engine to call once the disable is committed (e.g. on_commit beside its `disabled`
+    health event). Idempotent for one disable: nothing is written unless the destination is
+    still disabled and its latest audit entry for this is older than the disable."""
+    from audit.models import AuditEntry
+    from audit.services import record
+    from integrations.models import Destination
+
+    destination = Destination.objects.select_related("tenant").filter(pk=destination_id).first()
+    if destination is None or destination.disabled_at is None:
+        return
+    already = AuditEntry.objects.filter(
+        tenant=destination.tenant,
+        action="destination.auto_disabled",
+        target_id=str(destination.pk),
+        created_at__gte=destination.disabled_at,
+    ).exists()
+    if already:
+        return
+    record(
+        tenant=destination.tenant,
+        action="destination.auto_disabled",
+        actor_name=ENGINE_ACTOR,
+        target=destination,
+        before={"disabled": False},
+        after={"disabled": True, "reason": reason[:300]},
+    )

@@ -35,6 +35,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from integrations.audit_events import record_auto_disable
 from integrations.delivery.client import Outcome
 from integrations.delivery.policy import Action, Attempted, Policy, decide
 from integrations.models import (
@@ -46,6 +47,7 @@ from integrations.models import (
     Health,
     Provider,
 )
+from integrations.redaction import mask_excerpt_for
 from integrations.signing import PreparedRequest, prepare, serialize_body
 
 logger = logging.getLogger("integrations.engine")
@@ -491,7 +493,10 @@ def record_attempt(delivery: Delivery, outcome: Outcome) -> None:
     Attempt.objects.bulk_create([_attempt_row(delivery, outcome)])
 
 
-def _attempt_row(delivery: Delivery, outcome: Outcome) -> Attempt:
+def _attempt_row(
+    delivery: Delivery, outcome: Outcome, destination: Destination | None = None
+) -> Attempt:
+    """An Attempt row; an excerpt that echoes a secret or header value is stored masked."""
     return Attempt(
         delivery_id=delivery.pk,
         destination_id=None if delivery.is_test else delivery.destination_id,
@@ -502,7 +507,9 @@ def _attempt_row(delivery: Delivery, outcome: Outcome) -> Attempt:
         status_code=outcome.status_code,
         error_kind=outcome.error_kind,
         error_detail=outcome.detail[:500],
-        response_excerpt=outcome.response_excerpt,
+        response_excerpt=mask_excerpt_for(
+            destination or delivery.destination_id, outcome.response_excerpt
+        ),
         request_headers=outcome.request_headers,
         ok=outcome.ok,
     )
@@ -586,10 +593,10 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
                 continue
             if row["lease_owner"] != claim.lease_owner:
                 # Our lease was taken over: keep the attempt as history, change nothing else.
-                attempts.append(_attempt_row(claim.delivery, outcome))
+                attempts.append(_attempt_row(claim.delivery, outcome, claim.destination))
                 done.append(Recorded("fenced", claim.delivery))
                 continue
-            attempts.append(_attempt_row(claim.delivery, outcome))
+            attempts.append(_attempt_row(claim.delivery, outcome, claim.destination))
             recorded = _apply(policy, claim, outcome, row, destination_updates)
             if recorded.action == Action.SPLIT:
                 _split(cursor, recorded.delivery)
@@ -714,6 +721,7 @@ def _apply(policy: Policy, claim: Claim, outcome: Outcome, row, updates: dict) -
             )[:300]
             pending.update(disabled_at=now, disabled_reason=disabled, health_alerted=True)
             pending["_alerts"].append(("disabled", disabled))
+            transaction.on_commit(partial(record_auto_disable, claim.destination.pk, disabled))
     if decision.action in (Action.RETRY, Action.HOLD):
         pending["next_due_at"] = delivery.next_attempt_at
     if rate_limit:

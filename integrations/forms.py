@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from integrations.catalogue import EventType, Severity
-from integrations.models import DEFAULT_SIGNATURE_HEADER, Destination, Provider
+from integrations.models import DEFAULT_SIGNATURE_HEADER, Destination, Provider, SignatureScheme
+from integrations.redaction import origin
+from integrations.signing import generate_secret_for, whsec_is_valid
 from integrations.url_safety import validate_endpoint_url
 
 # RFC 9110 token characters.
@@ -22,6 +25,9 @@ RESERVED_HEADERS = {
     "host",
     "user-agent",
     "authorization-splunk",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
     # hop-by-hop
     "connection",
     "keep-alive",
@@ -33,6 +39,15 @@ RESERVED_HEADERS = {
     "transfer-encoding",
     "upgrade",
 }
+WHSEC_ERROR = (
+    "Standard Webhooks secrets are whsec_ followed by the base64 of 24 to 64 random bytes: "
+    "enter one in that form, or leave blank to generate."
+)
+ORIGIN_CHANGE_HELP = (
+    "Changing the scheme, host or port clears the custom header values and the Splunk token "
+    "unless you enter them again in the same change, so they never go to a server they were "
+    "not meant for."
+)
 MAX_CUSTOM_HEADERS = 20
 MAX_HEADER_VALUE = 4096
 
@@ -106,6 +121,17 @@ class DestinationForm(forms.Form):
     )
     skip_tls_verify = forms.BooleanField(label="Skip TLS verification", required=False)
     active = forms.BooleanField(label="Active", required=False, initial=True)
+    signature_scheme = forms.ChoiceField(
+        label="Signature scheme",
+        choices=SignatureScheme.choices,
+        initial=SignatureScheme.ONEPROTECT,
+        required=False,
+        help_text=(
+            "Standard Webhooks signs the message id and timestamp with the body, so a captured "
+            "request cannot be replayed later. Changing the scheme generates a new secret "
+            "(shown once) unless you enter one."
+        ),
+    )
 
     def __init__(
         self,
@@ -123,8 +149,10 @@ class DestinationForm(forms.Form):
         self.custom_headers_input = custom_headers
         if not tenant.has_children() and not (instance and instance.include_child_tenants):
             del self.fields["include_child_tenants"]
+        self.cleared_on_origin_change: list[str] = []
         if instance is not None:
             self.fields["secret"].help_text = "Leave blank to keep the current secret."
+            self.fields["endpoint_url"].help_text = ORIGIN_CHANGE_HELP
         if partial:
             for field in self.fields.values():
                 field.required = False
@@ -134,6 +162,13 @@ class DestinationForm(forms.Form):
         name = self.cleaned_data.get("name", "").strip()
         if not name and self.partial:
             return name
+        if self.instance is None:
+            cap = settings.WEBHOOK_MAX_DESTINATIONS_PER_TENANT
+            if Destination.objects.for_tenant(self.tenant).count() >= cap:
+                raise ValidationError(
+                    f"This tenant already has {cap} destinations, the most allowed: delete one "
+                    "you no longer use first."
+                )
         duplicates = Destination.objects.for_tenant(self.tenant).filter(name__iexact=name)
         if self.instance is not None:
             duplicates = duplicates.exclude(pk=self.instance.pk)
@@ -159,8 +194,23 @@ class DestinationForm(forms.Form):
             raise ValidationError(f"{value} is reserved. Choose another header name.")
         return value
 
+    def clean_signature_scheme(self) -> str:
+        """Left out: the stored scheme on edit, the default on create."""
+        value = self.cleaned_data.get("signature_scheme", "")
+        if not value and self.instance is not None:
+            return self.instance.signature_scheme
+        return value or SignatureScheme.ONEPROTECT
+
     def clean(self):
         cleaned = super().clean()
+        scheme = cleaned.get("signature_scheme") or (
+            self.instance.signature_scheme if self.instance is not None else ""
+        )
+        secret = cleaned.get("secret") or ""
+        if secret and scheme == SignatureScheme.STANDARD_WEBHOOKS and not whsec_is_valid(secret):
+            self.add_error("secret", WHSEC_ERROR)
+        if self.origin_changed():
+            self._clear_for_new_origin(cleaned, scheme)
         if self.custom_headers_input is not None:
             try:
                 cleaned["custom_headers"] = self._clean_custom_headers(self.custom_headers_input)
@@ -168,11 +218,31 @@ class DestinationForm(forms.Form):
                 self.add_error(None, error)
         return cleaned
 
+    def origin_changed(self) -> bool:
+        """Whether an edit moves the endpoint to another scheme, host or port."""
+        url = self.cleaned_data.get("endpoint_url")
+        if self.instance is None or not url:
+            return False
+        return origin(url) != origin(self.instance.endpoint_url)
+
+    def _clear_for_new_origin(self, cleaned: dict, scheme: str) -> None:
+        """Stored header values and the Splunk token are not carried to a new origin."""
+        if self.instance.custom_header_names:
+            if self.custom_headers_input is None:
+                cleaned["custom_headers"] = {}
+            self.cleared_on_origin_change.append("custom header values")
+        provider = cleaned.get("provider") or self.instance.provider
+        if provider == Provider.SPLUNK_HEC and not cleaned.get("secret"):
+            # Replaced by a random value: the old token is never sent to the new server.
+            cleaned["secret"] = generate_secret_for(scheme)
+            self.cleared_on_origin_change.append("the Splunk token")
+
     def _clean_custom_headers(self, headers) -> dict[str, str]:
         if not isinstance(headers, dict):
             raise ValidationError("Custom headers must be name/value pairs.")
         if len(headers) > MAX_CUSTOM_HEADERS:
             raise ValidationError(f"Use at most {MAX_CUSTOM_HEADERS} custom headers.")
+        moving = self.origin_changed()
         existing = self.instance.custom_headers() if self.instance is not None else {}
         signature = (self.cleaned_data.get("signature_header") or DEFAULT_SIGNATURE_HEADER).lower()
         cleaned: dict[str, str] = {}
@@ -195,6 +265,8 @@ class DestinationForm(forms.Form):
                 raise ValidationError(f"The value of {name} must not contain line breaks.")
             if len(value) > MAX_HEADER_VALUE:
                 raise ValidationError(f"The value of {name} is too long (at most 4096).")
+            if value == "" and moving and name in existing:
+                continue  # a new origin: a stored value is not carried over (cleared)
             if value == "" and name in existing:
                 value = existing[name]  # blank on edit keeps the stored (masked) value
             if value == "":
@@ -230,3 +302,14 @@ class RotateSecretForm(forms.Form):
         max_value=168,
         initial=24,
     )
+
+    def __init__(self, *args, scheme: str = SignatureScheme.ONEPROTECT, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scheme = scheme
+
+    def clean_secret(self) -> str:
+        secret = self.cleaned_data.get("secret") or ""
+        if secret and self.scheme == SignatureScheme.STANDARD_WEBHOOKS:
+            if not whsec_is_valid(secret):
+                raise ValidationError(WHSEC_ERROR)
+        return secret

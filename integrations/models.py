@@ -22,6 +22,11 @@ class Provider(models.TextChoices):
     SPLUNK_HEC = "splunk_hec", "Splunk HTTP Event Collector"
 
 
+class SignatureScheme(models.TextChoices):
+    ONEPROTECT = "oneprotect", "OneProtect: HMAC-SHA256 of the body (sha256=<hex>)"
+    STANDARD_WEBHOOKS = "standard_webhooks", "Standard Webhooks (replay-protected)"
+
+
 class Health(models.TextChoices):
     HEALTHY = "healthy", "Healthy"
     RETRYING = "retrying", "Retrying"
@@ -99,6 +104,10 @@ class Destination(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    signature_scheme = models.CharField(
+        max_length=24, choices=SignatureScheme.choices, default=SignatureScheme.ONEPROTECT
+    )
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "name"], name="destination_name_per_tenant")
@@ -114,6 +123,13 @@ class Destination(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def endpoint_url_masked(self) -> str:
+        """The URL with query values masked (they often hold API keys): for display."""
+        from integrations.redaction import mask_query
+
+        return mask_query(self.endpoint_url)
 
     # Secrets -------------------------------------------------------------------------------
     def set_secret(self, secret: str) -> None:

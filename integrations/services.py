@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import SECRET_MARK, diff, record
-from integrations import crypto, engine
+from audit.services import SECRET_MARK, diff, lock_chain, record
+from integrations import engine
 from integrations.engine import describe_failure
 from integrations.explain import Explanation, explain
 from integrations.models import (
@@ -26,7 +27,9 @@ from integrations.models import (
     ResendJob,
     ResendJobState,
 )
+from integrations.redaction import destination_secret_values, mask_echoed_secrets, mask_query
 from integrations.sender import Outcome, get_sender
+from integrations.signing import generate_secret_for
 from portal.models import Tenant
 
 CONFIG_FIELDS = [
@@ -41,12 +44,16 @@ CONFIG_FIELDS = [
     "rate_limit_per_second",
     "skip_tls_verify",
     "active",
+    "signature_scheme",
 ]
 
 
 def destination_snapshot(destination: Destination) -> dict[str, Any]:
     """The audited configuration: never a secret or a custom header value."""
     snapshot = {field: getattr(destination, field) for field in CONFIG_FIELDS}
+    # Query values often hold API keys: audit entries (read by auditors, and sent out as
+    # `audit_log` events) only say that the query changed.
+    snapshot["endpoint_url"] = mask_query(destination.endpoint_url)
     snapshot["custom_header_names"] = list(destination.custom_header_names)
     return snapshot
 
@@ -70,7 +77,7 @@ def destination_create(
     """Create a destination; returns it and the generated secret (None when one was given)."""
     destination = Destination(tenant=tenant, provider=Provider.CUSTOM)
     _apply(destination, {"active": True, **data})
-    generated = None if data.get("secret") else crypto.generate_secret()
+    generated = None if data.get("secret") else generate_secret_for(destination.signature_scheme)
     destination.set_secret(data.get("secret") or generated)
     destination.save()
     record(
@@ -85,21 +92,38 @@ def destination_create(
 
 @transaction.atomic
 def destination_update(*, destination: Destination, actor, data: dict[str, Any]) -> Destination:
-    """Apply validated changes and audit the field diff (secrets only as "changed")."""
+    """Apply validated changes and audit the field diff (secrets only as "changed").
+
+    Changing the signature scheme without a new secret generates one in the new scheme's
+    format (no overlap: receivers must switch anyway); it is in `destination.generated_secret`
+    to be shown once."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     before = destination_snapshot(destination)
     old_headers = destination.custom_headers()
     was_active = destination.active
+    old_scheme = destination.signature_scheme
+    old_url = destination.endpoint_url
     _apply(destination, data)
+    generated = None
+    if destination.signature_scheme != old_scheme and not data.get("secret"):
+        generated = generate_secret_for(destination.signature_scheme)
+        data = {**data, "secret": generated}
     secret_changed = bool(data.get("secret")) and data["secret"] != destination.secret()
     if secret_changed:
         destination.set_secret(data["secret"])
+    if destination.signature_scheme != old_scheme:
+        destination.previous_secret_encrypted = ""
+        destination.previous_secret_expires_at = None
     destination.save()
+    destination.generated_secret = generated
     changed_before, changed_after = diff(before, destination_snapshot(destination))
     if secret_changed:
         changed_before["secret"] = changed_after["secret"] = SECRET_MARK
     if data.get("custom_headers") is not None and data["custom_headers"] != old_headers:
         changed_before["custom_header_values"] = changed_after["custom_header_values"] = SECRET_MARK
+    if urlsplit(old_url).query != urlsplit(destination.endpoint_url).query:
+        changed_before["endpoint_query"] = changed_after["endpoint_query"] = SECRET_MARK
     if changed_after:
         record(
             tenant=destination.tenant,
@@ -117,6 +141,7 @@ def destination_update(*, destination: Destination, actor, data: dict[str, Any])
 @transaction.atomic
 def destination_set_active(*, destination: Destination, actor, active: bool) -> Destination:
     """Pause or activate; activating a disabled destination resumes its kept backlog."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     if destination.active == active and destination.disabled_at is None:
         return destination
@@ -153,10 +178,11 @@ def destination_rotate_secret(
     overlap_hours: int | None = None,
 ) -> tuple[Destination, str | None]:
     """Replace the secret; the previous one keeps signing for the overlap window."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     if overlap_hours is None:
         overlap_hours = settings.WEBHOOK_SECRET_OVERLAP_HOURS
-    generated = None if new_secret else crypto.generate_secret()
+    generated = None if new_secret else generate_secret_for(destination.signature_scheme)
     if overlap_hours > 0:
         destination.previous_secret_encrypted = destination.secret_encrypted
         destination.previous_secret_expires_at = timezone.now() + timedelta(hours=overlap_hours)
@@ -180,9 +206,11 @@ def destination_rotate_secret(
 def destination_delete(*, destination: Destination, actor) -> None:
     """Delete the destination with its deliveries (its events stay for other destinations).
 
-    The row is locked first, as the engine locks it to record an attempt: a send that ends
-    during the delete records nothing (the destination is gone), or finishes recording first.
+    The audit lock first, then the row (see lock_chain); the engine locks the row to record
+    an attempt, so a send that ends during the delete records nothing (the destination is
+    gone) or finishes recording first.
     """
+    lock_chain(destination.tenant_id)
     destination = Destination.objects.select_for_update().get(pk=destination.pk)
     record(
         tenant=destination.tenant,
@@ -222,6 +250,9 @@ def destination_send_test(*, destination: Destination, actor) -> TestResult:
     body = serialize_body(destination, [envelope])
     timeout = min(destination.timeout_seconds, settings.WEBHOOK_TEST_TIMEOUT)
     outcome = get_sender().send(destination, prepare(destination, body), timeout=timeout)
+    # A receiver that echoes the request must not show the secrets back (stored masked too).
+    excerpt = mask_echoed_secrets(outcome.response_excerpt, destination_secret_values(destination))
+    outcome = replace(outcome, response_excerpt=excerpt)
     with transaction.atomic():
         delivery = Delivery.objects.create(
             tenant_id=destination.tenant_id,
@@ -273,6 +304,7 @@ def _reopen(delivery: Delivery) -> None:
 @transaction.atomic
 def delivery_resend(*, delivery: Delivery, actor) -> Delivery:
     """Send a failed delivery again (same events, new attempts), ahead of newer events."""
+    lock_chain(delivery.tenant_id)  # the audit lock first, then rows (see lock_chain)
     delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
     if delivery.state != DeliveryState.FAILED or delivery.is_test:
         raise NotResendable("Only failed deliveries can be resent.")
@@ -292,6 +324,7 @@ def delivery_resend(*, delivery: Delivery, actor) -> Delivery:
 @transaction.atomic
 def destination_resend_all_failed(*, destination: Destination, actor) -> ResendJob:
     """Queue every failed delivery of the destination again, in the background."""
+    lock_chain(destination.tenant_id)  # the audit lock first, then rows (see lock_chain)
     total = Delivery.objects.filter(
         destination=destination, state=DeliveryState.FAILED, is_test=False
     ).count()

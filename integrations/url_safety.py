@@ -61,6 +61,7 @@ _BLOCKED_V4 = tuple(
         "100.64.0.0/10",  # carrier-grade NAT
         "127.0.0.0/8",  # loopback
         "169.254.0.0/16",  # link-local, cloud metadata 169.254.169.254
+        "168.63.129.16/32",  # Azure platform wire server (metadata, health probes)
         "172.16.0.0/12",  # RFC 1918
         "192.0.0.0/24",  # IETF protocol assignments
         "192.0.2.0/24",  # TEST-NET-1

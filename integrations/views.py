@@ -54,6 +54,7 @@ from integrations.services import (
     destination_set_active,
     destination_update,
 )
+from portal import ratelimits
 from portal.filters import KeysetFilterForm, keyset_page, nearest_id
 from portal.permissions import Capability, has_capability, require_capability
 from portal.redirects import redirect_to_next
@@ -192,6 +193,19 @@ class SignatureCheckForm(forms.Form):
         widget=forms.TextInput(
             attrs={"placeholder": "sha256=…", "spellcheck": "false", "autocomplete": "off"}
         ),
+    )
+    # Standard Webhooks destinations only: the id and timestamp are signed with the body.
+    webhook_id = forms.CharField(
+        label="webhook-id header value",
+        required=False,
+        max_length=verification.MAX_MESSAGE_ID_CHARS,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+    webhook_timestamp = forms.CharField(
+        label="webhook-timestamp header value",
+        required=False,
+        max_length=20,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
     )
 
 
@@ -510,10 +524,21 @@ def destination_edit(request: HttpRequest, destination_id) -> HttpResponse:
     if request.method == "POST":
         form = _posted_destination_form(request, destination)
         if form.is_valid():
-            destination_update(
+            destination = destination_update(
                 destination=destination, actor=request.user, data={**form.cleaned_data}
             )
             messages.success(request, "Destination updated.")
+            if form.cleared_on_origin_change:
+                messages.warning(
+                    request,
+                    "The endpoint moved to another origin: "
+                    + " and ".join(form.cleared_on_origin_change)
+                    + " not entered again in this change were cleared. Enter them again.",
+                )
+            if destination.generated_secret:
+                return _render_detail(
+                    request, destination, generated_secret=destination.generated_secret
+                )
             return redirect("integrations:destination_detail", destination_id=destination.pk)
         header_rows = _posted_header_rows(request, stored_names)
         status = 400
@@ -552,7 +577,7 @@ def destination_activate(request: HttpRequest, destination_id) -> HttpResponse:
 def destination_rotate_secret_view(request: HttpRequest, destination_id) -> HttpResponse:
     """Rotate the signing secret; a generated one is shown once on this response."""
     destination = _get_destination(request, destination_id)
-    form = RotateSecretForm(request.POST)
+    form = RotateSecretForm(request.POST, scheme=destination.signature_scheme)
     if not form.is_valid():
         return _render_detail(request, destination, rotate_form=form, status=400)
     destination, generated = destination_rotate_secret(
@@ -584,6 +609,10 @@ def destination_delete_view(request: HttpRequest, destination_id) -> HttpRespons
 def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResponse:
     """Send one test event now and show the outcome in place: status, latency, response, fix."""
     destination = _get_destination(request, destination_id)
+    try:
+        ratelimits.check(request, ratelimits.TEST_SEND, user_id=request.user.pk)
+    except ratelimits.RateLimited as error:
+        return ratelimits.too_many_requests(error)
     result = destination_send_test(destination=destination, actor=request.user)
     if _is_htmx(request):
         context = {"destination": destination, "test_result": result}
@@ -613,6 +642,10 @@ def destination_verify_signature(request: HttpRequest, destination_id) -> HttpRe
     """Check a pasted body and signature against the destination's secrets. It only computes:
     no state changes, and the secret is never shown (POST because a body can be 1 MiB)."""
     destination = _get_destination(request, destination_id)
+    try:
+        ratelimits.check(request, ratelimits.SIGNATURE_CHECK, user_id=request.user.pk)
+    except ratelimits.RateLimited as error:
+        return ratelimits.too_many_requests(error)
     form = SignatureCheckForm(request.POST)
     check = None
     if form.is_valid():
@@ -621,6 +654,8 @@ def destination_verify_signature(request: HttpRequest, destination_id) -> HttpRe
                 destination=destination,
                 body=form.cleaned_data["body"],
                 signature=form.cleaned_data["signature"],
+                message_id=form.cleaned_data["webhook_id"],
+                timestamp=form.cleaned_data["webhook_timestamp"],
             )
         except verification.SignatureInputError as error:
             form.add_error(error.field, str(error))

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
 from portal.models import ApiToken, Membership, Tenant, User
-from portal.services import membership_remove, membership_set
+from portal.services import membership_remove, membership_set, tenant_save, user_save
+from portal.tokens import api_token_revoke
 
 
 class AuditedMembershipAdminMixin:
@@ -39,6 +40,22 @@ class UserAdmin(AuditedMembershipAdminMixin, BaseUserAdmin):
     list_display = ["email", "first_name", "last_name", "is_staff", "is_active"]
     search_fields = ["email", "first_name", "last_name"]
     inlines = [MembershipInline]
+    actions = ["deactivate"]
+
+    def save_model(self, request, obj, form, change):
+        """Through the audited service: active, staff and superuser changes are audited."""
+        user_save(user=obj, actor=request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        # Users are deactivated, never deleted: their audit entries must keep pointing at them
+        # (and the append-only audit table refuses the update a delete would cause).
+        return False
+
+    @admin.action(description="Deactivate selected users")
+    def deactivate(self, request, queryset):
+        for user in queryset.filter(is_active=True):
+            user.is_active = False
+            user_save(user=user, actor=request.user)
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not Membership:
@@ -66,6 +83,10 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ("name",)}
 
+    def save_model(self, request, obj, form, change):
+        """Through the audited service: creation and re-parenting are audited."""
+        tenant_save(tenant=obj, actor=request.user)
+
 
 @admin.register(Membership)
 class MembershipAdmin(AuditedMembershipAdminMixin, admin.ModelAdmin):
@@ -91,7 +112,22 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "prefix", "user", "tenant", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["tenant"]
     search_fields = ["name", "prefix", "user__email"]
-    readonly_fields = ["user", "tenant", "prefix", "token_hash", "created_at", "last_used_at"]
+    readonly_fields = [
+        "user",
+        "tenant",
+        "prefix",
+        "token_hash",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    actions = ["revoke"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        """Revoking is audited; `revoked_at` is read-only so it cannot be set or cleared by hand."""
+        for api_token in queryset.filter(revoked_at__isnull=True):
+            api_token_revoke(api_token=api_token, actor=request.user)

@@ -21,6 +21,7 @@ from ninja.parser import Parser
 
 from integrations.api import router as v1_router
 from integrations.api_schemas import BODY_TAGS
+from portal.ratelimits import RateLimited
 from portal.tokens import ApiTokenAuth
 
 DESCRIPTION = """
@@ -161,6 +162,13 @@ def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     limit = min(settings.EVENTS_BATCH_MAX_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2**63)
     detail = f"The request body is too large: the limit is {limit} bytes."
     return _json(request, {"detail": detail}, 413)
+
+
+@api.exception_handler(RateLimited)
+def rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+    response = _json(request, {"detail": str(exc)}, 429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(Http404)

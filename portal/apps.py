@@ -6,4 +6,4 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self) -> None:
-        from portal import checks, signals  # noqa: F401  (registers checks; sign-in receivers)
+        from portal import checks, signals  # noqa: F401  (registers checks, connects receivers)

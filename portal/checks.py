@@ -75,6 +75,23 @@ def check_keys(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 id="portal.E004",
             )
         )
+    chain_key = settings.AUDIT_CHAIN_KEY
+    if not settings.DEBUG and not chain_key:
+        errors.append(
+            checks.Error(
+                "AUDIT_CHAIN_KEY is not set; it is required when DEBUG is off.",
+                hint=GENERATE + " Keep it stable: changing it breaks every audit chain.",
+                id="portal.E013",
+            )
+        )
+    elif not settings.DEBUG and chain_key == settings.DEV_AUDIT_CHAIN_KEY:
+        errors.append(
+            checks.Error(
+                "AUDIT_CHAIN_KEY is the development key, which is refused when DEBUG is off.",
+                hint=GENERATE,
+                id="portal.E014",
+            )
+        )
     for position, key in enumerate(keys, start=1):
         if not _is_fernet_key(key):
             errors.append(
@@ -173,3 +190,28 @@ def refuse_to_start_on_errors() -> None:
     problem = static_files_missing()
     if problem:
         logger.error(problem)
+
+
+DEVELOPMENT_ONLY = {
+    "WEBHOOK_ALLOWED_PRIVATE_TARGETS": "portal.E011",
+    "WEBHOOK_ALLOW_HTTP": "portal.E012",
+}
+
+
+@checks.register()
+def development_settings_need_debug(app_configs=None, **kwargs) -> list[checks.Error]:
+    """Private targets and plain http let destinations reach internal services: with DEBUG
+    off they are configuration mistakes, not options."""
+    if settings.DEBUG:
+        return []
+    errors = []
+    for name, check_id in DEVELOPMENT_ONLY.items():
+        if getattr(settings, name):
+            errors.append(
+                checks.Error(
+                    f"{name} is set while DEBUG is off.",
+                    hint=f"Unset {name} in production: it is for development and tests only.",
+                    id=check_id,
+                )
+            )
+    return errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # Who is asking, for audit entries written anywhere during the request: ip and user agent.
@@ -30,12 +31,31 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
-            # Django's `request` extra is left out: its repr carries the query string.
-            if key not in _STANDARD and not key.startswith("_") and key != "request":
-                line[key] = value
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = _loggable(key, value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        line["message"] = scrub(line["message"])
+        if "exception" in line:
+            line["exception"] = scrub(line["exception"])
+        return scrub(json.dumps(line, default=str))
+
+
+# A query string (often an API key or a token) after a URL or a path.
+_QUERY = re.compile(r"""((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s?#"'<>]*)\?[^\s"'<>]*""")
+
+
+def scrub(text: str) -> str:
+    """Query strings masked: no log line holds one (SPEC: secrets are never logged)."""
+    return _QUERY.sub(r"\1?••••", text)
+
+
+def _loggable(key: str, value):
+    """A request (django.request records carry one) as its method and path only: its
+    str() holds the query string, and its headers may hold secrets."""
+    if key == "request" and hasattr(value, "path") and hasattr(value, "method"):
+        return {"method": value.method, "path": value.path}
+    return value
 
 
 class ClientErrorFilter(logging.Filter):

@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 
+from portal.clientip import client_ip
 from portal.logging import client_var, request_id_var
 
 logger = logging.getLogger("portal.request")
@@ -27,7 +28,7 @@ class RequestIdMiddleware:
         token = request_id_var.set(request.request_id)
         client_token = client_var.set(
             {
-                "ip": request.META.get("REMOTE_ADDR") or None,
+                "ip": client_ip(request),
                 "user_agent": request.headers.get("User-Agent", "")[:400],
             }
         )

@@ -118,6 +118,7 @@ class ApiToken(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)  # None: never (older tokens)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -128,3 +129,9 @@ class ApiToken(TenantOwnedModel):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def is_expired(self) -> bool:
+        from django.utils import timezone
+
+        return self.expires_at is not None and self.expires_at <= timezone.now()

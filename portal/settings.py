@@ -29,6 +29,12 @@ FIELD_ENCRYPTION_KEYS = env.list(
     "FIELD_ENCRYPTION_KEYS", default=[DEV_FIELD_ENCRYPTION_KEY] if DEBUG else []
 )
 
+# The audit chain's HMAC key: from the environment only, never stored in the database, so that
+# someone who can write the database cannot recompute the chain after rewriting it.
+# Missing or the development one with DEBUG off: the start-up checks refuse (portal/checks.py).
+DEV_AUDIT_CHAIN_KEY = "dev-only-audit-chain-key-do-not-use-in-production"
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default=DEV_AUDIT_CHAIN_KEY if DEBUG else "")
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -43,6 +49,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "axes",
+    "csp",
     "portal",
     "integrations",  # before django_q: its `qcluster` command wraps django-q2's
     "django_q",
@@ -60,9 +67,28 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "portal.middleware.TenantMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
+
+# Content-Security-Policy on every response (django-csp): scripts only from our own static
+# files, never inline; nothing from other origins. Inline style attributes stay allowed (a
+# progress bar's width, Django's admin).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -122,7 +148,10 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
 AXES_USERNAME_FORM_FIELD = "username"  # the sign-in form field that holds the email
 AXES_VERBOSE = False
-AXES_IPWARE_PROXY_COUNT = env.int("PROXY_COUNT", default=0) or None
+# Reverse proxies in front (each appends to X-Forwarded-For): the client address for throttling
+# and audit entries comes from portal.clientip (django-ipware), never from a client's header.
+PROXY_COUNT = env.int("PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "portal.clientip.client_ip"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -217,8 +246,21 @@ Q_CLUSTER = {
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+
 else:
     Q_CLUSTER["orm"] = "default"
+
+# Rate limit counters (portal/ratelimits.py) live in the cache: Redis, shared by every process,
+# when REDIS_URL is set; otherwise each process counts for itself.
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+RATE_LIMITS = {
+    "publish": env.str("RATE_LIMIT_PUBLISH", default="600/m"),
+    "test_send": env.str("RATE_LIMIT_TEST_SEND", default="10/m"),
+    "signature_check": env.str("RATE_LIMIT_SIGNATURE_CHECK", default="30/m"),
+}
 
 
 def _duration_seconds(value: str) -> int:
@@ -231,8 +273,12 @@ def _duration_seconds(value: str) -> int:
 
 
 # Webhook delivery (SPEC §5, §6).
+API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
+WEBHOOK_MAX_DESTINATIONS_PER_TENANT = env.int("WEBHOOK_MAX_DESTINATIONS_PER_TENANT", default=50)
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 WEBHOOK_ALLOWED_PRIVATE_TARGETS = env.list("WEBHOOK_ALLOWED_PRIVATE_TARGETS", default=[])
+# Start-up checks to acknowledge (e.g. portal.E011,portal.E012 for a local benchmark stack).
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 WEBHOOK_EGRESS_IPS = env.list("WEBHOOK_EGRESS_IPS", default=[])
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
 # Delay before attempt 2, 3, ... in seconds (the last value repeats); about a day in all.

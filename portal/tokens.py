@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
@@ -33,6 +34,7 @@ LAST_USED_PRECISION = timedelta(minutes=1)  # at most one write per token per mi
 MISSING_TOKEN = "Authentication required: send an API token as 'Authorization: Bearer <token>'."  # noqa: S105
 INVALID_TOKEN = "The API token is invalid or has been revoked."  # noqa: S105
 NOT_A_MEMBER = "The API token's user is no longer a member of its tenant."
+EXPIRED_TOKEN = "The API token has expired: create a new one on the API tokens page."  # noqa: S105
 
 
 def _hash(token: str) -> str:
@@ -41,15 +43,27 @@ def _hash(token: str) -> str:
 
 @transaction.atomic
 def api_token_create(
-    *, user: User, tenant: Tenant, name: str, issued_by: str = ""
+    *,
+    user: User,
+    tenant: Tenant,
+    name: str,
+    issued_by: str = "",
+    expires_in_days: int | None = None,
 ) -> tuple[ApiToken, str]:
     """Issue a token for the user in the tenant; returns it and the token text (shown once).
 
-    `issued_by` names who issued it when that is not the user (a staff command)."""
+    `issued_by` names who issued it when that is not the user (a staff command). It expires
+    after `expires_in_days` (default API_TOKEN_DEFAULT_DAYS, 90)."""
+    days = expires_in_days or settings.API_TOKEN_DEFAULT_DAYS
     prefix = secrets.token_hex(4)
     token = f"op_{prefix}_{secrets.token_urlsafe(32)}"
     api_token = ApiToken.objects.create(
-        user=user, tenant=tenant, name=name, prefix=prefix, token_hash=_hash(token)
+        user=user,
+        tenant=tenant,
+        name=name,
+        prefix=prefix,
+        token_hash=_hash(token),
+        expires_at=timezone.now() + timedelta(days=days),
     )
     record(
         tenant=tenant,
@@ -57,7 +71,12 @@ def api_token_create(
         actor_name=issued_by,
         action="api_token.created",
         target=api_token,
-        after={"name": name, "prefix": prefix, "user": user.email},
+        after={
+            "name": name,
+            "prefix": prefix,
+            "user": user.email,
+            "expires_at": api_token.expires_at.isoformat(),
+        },
     )
     return api_token, token
 
@@ -111,6 +130,8 @@ def api_token_authenticate(token: str) -> ApiPrincipal:
     )
     if api_token is None or not api_token.user.is_active:
         raise TokenRefused(INVALID_TOKEN)
+    if api_token.is_expired:
+        raise TokenRefused(EXPIRED_TOKEN)
     membership = (
         Membership.objects.select_related("tenant", "user")
         .filter(user_id=api_token.user_id, tenant_id=api_token.tenant_id)

@@ -24,6 +24,19 @@ class ApiTokenForm(forms.Form):
         help_text="What the token is for, e.g. “SIEM sync script”.",
         error_messages={"required": "Give the token a name, e.g. “SIEM sync script”."},
     )
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires after",
+        coerce=int,
+        choices=[
+            (7, "7 days"),
+            (30, "30 days"),
+            (90, "90 days"),
+            (180, "180 days"),
+            (365, "1 year"),
+        ],
+        initial=90,
+        help_text="A token stops working then; create a new one before.",
+    )
 
 
 def _own_tokens(request: HttpRequest):
@@ -60,11 +73,15 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
 @require_capability(Capability.USE_API_TOKENS, post_only=True)
 def api_token_create_view(request: HttpRequest) -> HttpResponse:
     """Create a token; the page is the response, so the token is shown once, here."""
-    form = ApiTokenForm(request.POST)
+    # Posted without a choice (older clients), the default applies.
+    form = ApiTokenForm({"expires_in_days": "90", **request.POST.dict()})
     if not form.is_valid():
         return _render(request, form=form, status=400)
     created, token = api_token_create(
-        user=request.user, tenant=request.tenant, name=form.cleaned_data["name"]
+        user=request.user,
+        tenant=request.tenant,
+        name=form.cleaned_data["name"],
+        expires_in_days=form.cleaned_data["expires_in_days"],
     )
     return _render(request, created=created, token=token, status=201)
 

@@ -40,9 +40,12 @@ class LocalStack:
             "DJANGO_SETTINGS_MODULE": "portal.settings",
             "SECRET_KEY": "stack-only-" + Fernet.generate_key().decode(),
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "AUDIT_CHAIN_KEY": "stack-only-" + Fernet.generate_key().decode(),
             "Q_CLUSTER_NAME": self.name,
             "WEBHOOK_ALLOW_HTTP": "true",
             "WEBHOOK_ALLOWED_PRIVATE_TARGETS": ",".join(targets),
+            # A local stack on loopback receivers, DEBUG off for realistic figures.
+            "SILENCED_SYSTEM_CHECKS": "portal.E011,portal.E012",
             "LOG_LEVEL": "WARNING",
             **{k: str(v) for k, v in settings_overrides.items()},
         }

@@ -13,6 +13,15 @@ from tests.factories import MembershipFactory, TenantFactory, UserFactory
 pytest_plugins = ["tests.receiver"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate limit counters live in the (per-process) cache: each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 @dataclass
 class TenantSetup:
     tenant: Tenant

@@ -35,6 +35,9 @@ def child_env(*, receivers=(), redis_url: str | None = None, **overrides) -> dic
         "DATABASE_URL": test_database_url(),
         "SECRET_KEY": settings.SECRET_KEY,
         "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+        "AUDIT_CHAIN_KEY": settings.AUDIT_CHAIN_KEY,
+        # Loopback receivers with DEBUG off: acknowledge the development-settings checks.
+        "SILENCED_SYSTEM_CHECKS": "portal.E011,portal.E012",
         "Q_CLUSTER_NAME": settings.Q_CLUSTER["name"],
         "Q_WORKERS": "2",
         "WEBHOOK_ALLOW_HTTP": "true",

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "dGVzdC1vbmx5LWZpZWxkLWtleS0wMDAwMDAwMDAwMDA=")
+os.environ.setdefault("AUDIT_CHAIN_KEY", "test-only-audit-chain-key")
 os.environ.setdefault("Q_CLUSTER_NAME", f"oneprotect-test-{os.getpid()}")
 
 from portal.settings import *  # noqa: F403
@@ -19,3 +20,6 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Test teardown flushes tables with TRUNCATE: only test connections may truncate the audit log.
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c oneprotect.audit_truncate=allow"  # noqa: F405

@@ -40,6 +40,7 @@ DESTINATION_FIELDS = {
     "secret_set_at",
     "created_at",
     "updated_at",
+    "signature_scheme",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -1132,11 +1133,12 @@ def test_the_python_snippet_verifies_a_real_delivery(tenant_a, hook, received, m
     namespace: dict = {}
     exec(compile(code, "snippet", "exec"), namespace)  # noqa: S102 - our own snippet
     assert namespace["SIGNATURE_HEADER"] == "X-OneProtect-Signature"
+    stamp = str(int(time.time()))
     is_valid = namespace["signature_is_valid"]
-    assert is_valid(body.encode(), signature)
-    assert is_valid(body.encode(), f"sha256={'0' * 64}, {signature}")  # rotation overlap
-    assert not is_valid(body.encode() + b"\n", signature)
-    assert not is_valid(body.encode(), "")
+    assert is_valid(body.encode(), signature, stamp)
+    assert is_valid(body.encode(), f"sha256={'0' * 64}, {signature}", stamp)  # rotation overlap
+    assert not is_valid(body.encode() + b"\n", signature, stamp)
+    assert not is_valid(body.encode(), "", stamp)
     assert os.environ["ONEPROTECT_WEBHOOK_SECRET"] == SECRET
 
 

@@ -48,6 +48,7 @@ def documented_env() -> dict[str, str]:
     env = read_env_file(ENV_EXAMPLE)
     env["SECRET_KEY"] = new_secret_key()
     env["FIELD_ENCRYPTION_KEYS"] = new_field_encryption_key()
+    env["AUDIT_CHAIN_KEY"] = new_secret_key()
     env["DATABASE_URL"] = "postgres://oneprotect:unused@127.0.0.1:1/oneprotect"
     env["REDIS_URL"] = "redis://127.0.0.1:1/0"
     return env
@@ -60,7 +61,7 @@ def test_generate_keys_runs_before_any_setting_exists():
     result = manage_py({"DEBUG": "false"}, "generate_keys")  # no keys, no DATABASE_URL
     assert result.returncode == 0, result.stderr
     values = read_env_file_text(result.stdout)
-    assert set(values) == {"SECRET_KEY", "FIELD_ENCRYPTION_KEYS"}
+    assert set(values) == {"SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "AUDIT_CHAIN_KEY"}
     secret_key = values["SECRET_KEY"]
     assert len(secret_key) >= 50 and len(set(secret_key)) >= 5  # Django's own strength test
     Fernet(values["FIELD_ENCRYPTION_KEYS"].encode())  # a valid Fernet key, or this raises
@@ -108,6 +109,7 @@ def test_check_deploy_warns_when_the_documented_https_redirect_is_dropped():
 # (settings to change with DEBUG off, the check id expected, the setting its message names)
 START_UP_CASES = [
     ({"SECRET_KEY": ""}, "portal.E001", "SECRET_KEY"),
+    ({"AUDIT_CHAIN_KEY": ""}, "portal.E013", "AUDIT_CHAIN_KEY"),
     ({"SECRET_KEY": DEV_SECRET_KEY}, "portal.E002", "SECRET_KEY"),
     ({"FIELD_ENCRYPTION_KEYS": []}, "portal.E003", "FIELD_ENCRYPTION_KEYS"),
     (

@@ -1,4 +1,4 @@
-"""Print a fresh SECRET_KEY and FIELD_ENCRYPTION_KEYS as environment-file lines.
+"""Print a fresh SECRET_KEY, FIELD_ENCRYPTION_KEYS and AUDIT_CHAIN_KEY as environment-file lines.
 
 It runs before any key exists (no system checks, no database), so it is the first step of a
 production install: `manage.py generate_keys >> /etc/oneprotect/oneprotect.env`.
@@ -43,3 +43,4 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"SECRET_KEY={new_secret_key()}")
         self.stdout.write(f"FIELD_ENCRYPTION_KEYS={new_field_encryption_key()}")
+        self.stdout.write(f"AUDIT_CHAIN_KEY={new_secret_key()}")
