@@ -307,10 +307,10 @@ WEBHOOK_LEASE_MARGIN = env.int("WEBHOOK_LEASE_MARGIN", default=15)
 # A destination's timeout is 1 to WEBHOOK_TIMEOUT_MAX seconds; each attempt ends within it + 1.
 WEBHOOK_TIMEOUT_MAX = 300
 # The delivery loops: asyncio loops running as long django-q2 tasks, each with many sends in
-# flight. By default half the cluster's workers (at least 1) run loops; the rest run other
-# tasks (test sends, resends, retention).
+# flight. By default all of the cluster's workers but one (at least 1) run loops; the other
+# runs the remaining tasks (test sends, resends, retention).
 WEBHOOK_DELIVERY_LOOPS = env.int(
-    "WEBHOOK_DELIVERY_LOOPS", default=max(1, Q_CLUSTER["workers"] // 2)
+    "WEBHOOK_DELIVERY_LOOPS", default=max(1, Q_CLUSTER["workers"] - 1)
 )
 WEBHOOK_MAX_IN_FLIGHT = env.int("WEBHOOK_MAX_IN_FLIGHT", default=200)  # sends per loop
 WEBHOOK_TENANT_MAX_IN_FLIGHT = env.int("WEBHOOK_TENANT_MAX_IN_FLIGHT", default=100)
