@@ -196,9 +196,10 @@ WHERE destination_id = ANY(%s::uuid[]) AND NOT is_test
 ORDER BY destination_id, first_item_id, id
 """
 
-# The next batch of each destination: its oldest waiting events (in outbox order) that were
-# committed before the oldest transaction still running (or written by this transaction), so
-# that a later commit can never slip in ahead of what was already sent.
+# The next batch of each destination: its oldest waiting events, in outbox order. Outbox ids
+# follow commit order per destination: a publisher locks the destination row before it inserts
+# (integrations.outbox), so a second publisher waits for the first to commit, and a claim skips
+# a destination that a publisher holds.
 # One event's envelope as JSON text, made by PostgreSQL (no decoding and re-encoding of the
 # payload in Python): the `events` entries of the documented body.
 ENVELOPE = """json_build_object(
@@ -212,8 +213,6 @@ FROM unnest(%s::uuid[], %s::int[]) AS q(destination_id, size)
 CROSS JOIN LATERAL (
     SELECT id, event_id FROM integrations_deliveryevent
     WHERE destination_id = q.destination_id AND delivery_id IS NULL
-      AND (xid < pg_snapshot_xmin(pg_current_snapshot())
-           OR xid = pg_current_xact_id_if_assigned())
     ORDER BY id LIMIT q.size
 ) de
 JOIN integrations_event e ON e.id = de.event_id

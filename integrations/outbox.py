@@ -42,8 +42,8 @@ def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
             [array_literal(destinations)],
         )
         present = array_literal(str(row[0]) for row in cursor.fetchall())
-        # Columns listed explicitly: the table has columns with defaults (e.g. the
-        # publishing transaction's id) that a publisher must never set.
+        # After the lock: per destination, outbox ids then follow commit order (a second
+        # publisher waits here for the first to commit), which is the order of delivery.
         cursor.execute(
             """
             INSERT INTO integrations_deliveryevent (destination_id, event_id, delivery_id)

@@ -74,15 +74,7 @@ class Migration(migrations.Migration):
         ),
     ]
 
-# The outbox remembers the publishing transaction: the engine claims only rows older than the
-# oldest running transaction, so each destination receives events in commit order even with
-# concurrent publishers. Inserts never set the column; its default does.
 Migration.operations += [
-    migrations.RunSQL(
-        "ALTER TABLE integrations_deliveryevent "
-        "ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id()",
-        "ALTER TABLE integrations_deliveryevent DROP COLUMN xid",
-    ),
     migrations.RunSQL(
         """
         UPDATE integrations_delivery dl SET first_item_id = coalesce(

@@ -189,20 +189,23 @@ def test_two_tenants_stay_fair_when_one_has_many_slow_destinations(
     assert Destination.objects.filter(tenant=tenant_a.tenant).count() == 30
 
 
-def test_an_earlier_publisher_still_running_holds_back_later_commits(
+def test_an_earlier_publisher_still_running_holds_back_later_ones(
     loop_settings, tenant_a, receiver
 ):
-    """Outbox rows are claimed only once every transaction older than theirs has ended."""
+    """A publisher that has queued for a destination but not committed yet goes first."""
     import psycopg
 
     allow(loop_settings, receiver)
     destination = make_destination(
         tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT]
     )
+    first = publish(tenant_a.tenant, n=1)[0]
+    engine.drain(destination.pk)  # delivered; the stream is idle
     params = dict(connection.get_connection_params())
     for name in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
         params.pop(name, None)
-    early = psycopg.connect(**params)  # a publisher that started first and commits last
+    early = psycopg.connect(**params)  # queues as integrations.outbox does, commits late
+    later_done = threading.Event()
     try:
         event_pk = early.execute(
             """
@@ -214,15 +217,28 @@ def test_an_earlier_publisher_still_running_holds_back_later_commits(
             [tenant_a.tenant.pk],
         ).fetchone()[0]
         early.execute(
+            "SELECT id FROM integrations_destination WHERE id = %s FOR UPDATE", [destination.pk]
+        )
+        early.execute(
             "INSERT INTO integrations_deliveryevent (destination_id, event_id) VALUES (%s, %s)",
             [destination.pk, event_pk],
         )
-        later = publish(tenant_a.tenant, n=1, n_=1)[0]  # commits while `early` is open
-        assert engine.claim_batch(destination.pk) is None  # not before the earlier one
+
+        def later_publisher():
+            try:
+                publish(tenant_a.tenant, n=1, n_=1)
+            finally:
+                later_done.set()
+                connection.close()
+
+        threading.Thread(target=later_publisher, daemon=True).start()
+        assert not later_done.wait(1.0)  # it waits for the earlier publisher's commit
+        assert engine.claim_batch(destination.pk) is None  # and the destination is not claimed
         early.commit()
     finally:
         early.close()
+    assert later_done.wait(10)
     Destination.objects.filter(pk=destination.pk).update(next_due_at=timezone.now())
     claim = engine.claim_batch(destination.pk)
-    assert [e["event_id"] for e in claim.envelopes][-1] == str(later.event_id)
-    assert len(claim.envelopes) == 2 and claim.envelopes[0]["event"] == {"n": 0}
+    assert [e["event"] for e in claim.envelopes] == [{"n": 0}, {"i": 0, "n_": 1}]
+    assert str(first.event_id) in receiver.events_received()
