@@ -45,7 +45,6 @@ from integrations.models import (
     Destination,
     ErrorKind,
     Health,
-    Provider,
 )
 from integrations.redaction import mask_excerpt_for
 from integrations.signing import PreparedRequest, prepare, serialize_body
@@ -449,19 +448,13 @@ def _new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Cla
 def _prepare(claim: Claim) -> None:
     """Serialize once and sign; a failure here is recorded as the attempt's outcome."""
     try:
-        if _is_default_format(claim.destination):
-            body = ('{"events":[' + ",".join(claim.envelope_texts) + "]}").encode()
-        else:
-            body = serialize_body(claim.destination, claim.envelopes)
+        # The exact bytes that are signed: the documented compact form, so that a receiver's
+        # "re-serialized?" check in the signature checker can reproduce it.
+        body = serialize_body(claim.destination, claim.envelopes)
         claim.request = prepare(claim.destination, body, message_id=f"msg_{claim.delivery.pk}")
     except Exception as error:  # e.g. a secret that no configured key can decrypt
         logger.exception("could not prepare a request for destination %s", claim.destination.pk)
         claim.error = f"The request could not be prepared ({type(error).__name__})."
-
-
-def _is_default_format(destination: Destination) -> bool:
-    """The documented `{"events": [...]}` batch, which needs no re-encoding."""
-    return destination.provider == Provider.CUSTOM and _batch_size(destination) > 1
 
 
 def failed_outcome(claim: Claim, detail: str, kind: str = ErrorKind.OTHER) -> Outcome:

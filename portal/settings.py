@@ -278,7 +278,10 @@ WEBHOOK_MAX_DESTINATIONS_PER_TENANT = env.int("WEBHOOK_MAX_DESTINATIONS_PER_TENA
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 WEBHOOK_ALLOWED_PRIVATE_TARGETS = env.list("WEBHOOK_ALLOWED_PRIVATE_TARGETS", default=[])
 # Start-up checks to acknowledge (e.g. portal.E011,portal.E012 for a local benchmark stack).
-SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
+SILENCED_SYSTEM_CHECKS = [
+    *SILENCED_SYSTEM_CHECKS,
+    *env.list("SILENCED_SYSTEM_CHECKS", default=[]),
+]
 WEBHOOK_EGRESS_IPS = env.list("WEBHOOK_EGRESS_IPS", default=[])
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
 # Delay before attempt 2, 3, ... in seconds (the last value repeats); about a day in all.
@@ -309,9 +312,7 @@ WEBHOOK_TIMEOUT_MAX = 300
 # The delivery loops: asyncio loops running as long django-q2 tasks, each with many sends in
 # flight. By default all of the cluster's workers but one (at least 1) run loops; the other
 # runs the remaining tasks (test sends, resends, retention).
-WEBHOOK_DELIVERY_LOOPS = env.int(
-    "WEBHOOK_DELIVERY_LOOPS", default=max(1, Q_CLUSTER["workers"] - 1)
-)
+WEBHOOK_DELIVERY_LOOPS = env.int("WEBHOOK_DELIVERY_LOOPS", default=max(1, Q_CLUSTER["workers"] - 1))
 WEBHOOK_MAX_IN_FLIGHT = env.int("WEBHOOK_MAX_IN_FLIGHT", default=200)  # sends per loop
 WEBHOOK_TENANT_MAX_IN_FLIGHT = env.int("WEBHOOK_TENANT_MAX_IN_FLIGHT", default=100)
 WEBHOOK_LOOP_SLICE = env.float("WEBHOOK_LOOP_SLICE", default=30.0)  # then a fresh task

@@ -259,7 +259,8 @@ def test_health_card_without_attempts_says_so(tenant_a, client_for):
 def test_chart_has_24_hourly_bars_of_delivered_and_failed(tenant_a, client_for):
     destination = other_destination(tenant_a.tenant)
     delivery = add_delivery(destination, DeliveryState.RETRYING)
-    now = timezone.now()
+    # The middle of the last full hour: "2 minutes ago" never falls into the hour before.
+    now = timezone.now().replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
     add_attempt(delivery, ok=True, started_at=now - timedelta(minutes=1), number=1)
     add_attempt(delivery, ok=False, started_at=now - timedelta(minutes=2), number=2)
     add_attempt(delivery, ok=False, started_at=now - timedelta(hours=5), number=3)

@@ -41,6 +41,7 @@ def production_env(static_root: Path, port: int) -> dict[str, str]:
         PATH=os.environ.get("PATH", ""),
         SECRET_KEY=new_secret_key(),
         FIELD_ENCRYPTION_KEYS=new_field_encryption_key(),
+        AUDIT_CHAIN_KEY=new_secret_key(),
         DATABASE_URL=processes.test_database_url(),
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback, no proxy in front

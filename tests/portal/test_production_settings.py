@@ -249,4 +249,5 @@ def test_log_lines_leave_out_the_request_and_its_query_string():
         {"msg": "Internal Server Error: /x", "request": "<WSGIRequest: GET '/x?token=secret'>"}
     )
     line = JsonFormatter().format(record)
-    assert "secret" not in line and "request" not in json.loads(line)
+    assert "secret" not in line and "token=" not in line
+    assert json.loads(line)["message"] == "Internal Server Error: /x"
