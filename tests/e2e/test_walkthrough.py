@@ -48,6 +48,12 @@ def sign_in(page: Page, base: str, email: str) -> None:
     expect(page.get_by_role("navigation", name="Main")).to_be_visible()
 
 
+def open_integrations(page: Page) -> None:
+    """Follow the left nav's Integrations link and wait for that page (not the one before)."""
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Integrations").click()
+    expect(page.get_by_role("heading", name="Integrations", exact=True)).to_be_visible()
+
+
 def sign_out(page: Page) -> None:
     page.locator("details.user-menu summary").click()
     page.get_by_role("button", name="Sign out").click()
@@ -59,8 +65,7 @@ def test_portal_walkthrough(page: Page, stack, artifacts):
 
     # 1. Sign in as tenant admin and open Integrations (left nav).
     sign_in(page, base, "admin@acme.test")
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Integrations").click()
-    expect(page.get_by_role("heading", name="Integrations", exact=True)).to_be_visible()
+    open_integrations(page)
     expect(page.get_by_role("heading", name="Destinations", exact=True)).to_be_visible()
 
     # 2. Create destination: Name and Endpoint URL (https), then Create.
@@ -123,9 +128,11 @@ def test_portal_walkthrough(page: Page, stack, artifacts):
         card = page.locator("section", has=page.get_by_role("heading", name="Create destination"))
         card.get_by_label("Name", exact=True).fill(f"Refused {url}")
         card.get_by_label("Endpoint URL (https)").fill(url)
-        with page.expect_response(lambda r: r.request.method == "POST") as response:
+        # The refusal of the previous URL is on screen: wait for this POST's own page.
+        with page.expect_navigation() as navigation:
             card.get_by_role("button", name="Create", exact=True).click()
-        assert response.value.status == 400
+        assert navigation.value.status == 400
+        assert navigation.value.request.method == "POST"
         card = page.locator("section", has=page.get_by_role("heading", name="Create destination"))
         expect(card.get_by_text(SSRF_TEXT)).to_be_visible()
     assert not Destination.objects.filter(name__startswith="Refused").exists()
@@ -133,47 +140,62 @@ def test_portal_walkthrough(page: Page, stack, artifacts):
 
     # 6. An operator sees the Destinations list but no Create destination card.
     sign_in(page, base, "operator@acme.test")
-    page.get_by_role("link", name="Integrations").click()
+    open_integrations(page)
     expect(page.get_by_role("heading", name="Destinations", exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Tenant SOC webhook")).to_be_visible()
     expect(page.get_by_role("heading", name="Create destination")).to_have_count(0)
     page.get_by_role("link", name="Tenant SOC webhook").click()
+    expect(page.get_by_role("heading", name="Tenant SOC webhook")).to_be_visible()
     expect(page.get_by_role("button", name=re.compile("Pause|Delete|Rotate"))).to_have_count(0)
 
     # 7. Audit: the destination's configuration changes are recorded.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
+    expect(page.get_by_role("heading", name="Audit", exact=True)).to_be_visible()
     expect(page.locator("table").get_by_text("destination.created").first).to_be_visible()
     sign_out(page)
 
     # An auditor is read-only too.
     sign_in(page, base, "auditor@acme.test")
-    page.get_by_role("link", name="Integrations").click()
+    open_integrations(page)
     expect(page.get_by_role("heading", name="Create destination")).to_have_count(0)
     sign_out(page)
 
     # 8. Scope: another tenant sees only its own destinations and deliveries.
     sign_in(page, base, "admin@globex.test")
-    page.get_by_role("link", name="Integrations").click()
+    open_integrations(page)
+    expect(page.get_by_role("heading", name="Destinations", exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Tenant SOC webhook")).to_have_count(0)
     response = page.goto(f"{base}/integrations/destinations/{destination.pk}/")
     assert response.status == 404
 
 
 def swagger_try(page: Page, method: str, path: str, body: str | None = None) -> tuple[int, str]:
-    """Expand an operation, Try it out, Execute; return the live response's status and body."""
+    """Expand an operation, Try it out, Execute; return the status and body of this Execute's own
+    response, after checking that the screen shows that response (never a previous one)."""
     block = page.locator(f".opblock-{method.lower()}").filter(
         has=page.locator(f'.opblock-summary-path[data-path="{path}"]')
     )
     block.locator(".opblock-summary").first.click()
     block.get_by_role("button", name="Try it out").click()
+    live = block.locator(".live-responses-table")
+    clear = block.get_by_role("button", name="Clear", exact=True)
+    if clear.count():
+        clear.click()  # a previous Execute's response must not be on screen any more
+    expect(live).to_have_count(0)
     if body is not None:
         block.locator("textarea.body-param__text").fill(body)
-    block.get_by_role("button", name="Execute").click()
-    status = block.locator(".live-responses-table tr.response td.response-col_status").first
-    expect(status).to_have_text(re.compile(r"\d{3}"), timeout=15000)
-    text = block.locator(".live-responses-table tr.response .response-col_description pre")
-    text = text.first.inner_text()
-    code = int(status.inner_text().strip()[:3])
+
+    def is_this_request(response) -> bool:
+        return response.request.method == method and response.url.split("?")[0].endswith(path)
+
+    with page.expect_response(is_this_request, timeout=15000) as response_info:
+        block.get_by_role("button", name="Execute").click()
+    response = response_info.value
+    code, text = response.status, response.text()
+    status = live.locator("tr.response td.response-col_status").first
+    expect(status).to_have_text(re.compile(rf"^\s*{code}\b"), timeout=15000)
+    shown = live.locator("tr.response .response-col_description pre").first.inner_text()
+    assert json.loads(shown) == json.loads(text), "the screen shows another response"
     block.get_by_role("button", name="Cancel").click()
     block.locator(".opblock-summary").first.click()
     return code, text
