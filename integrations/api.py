@@ -132,6 +132,8 @@ def _destination_out(destination: Destination) -> dict[str, Any]:
         "name": destination.name,
         "endpoint_url": destination.endpoint_url,
         "provider": destination.provider,
+        "splunk_index": destination.splunk_index,
+        "batching": destination.batching,
         "event_types": list(destination.event_types),
         "min_severity": destination.min_severity or None,
         "include_child_tenants": destination.include_child_tenants,
@@ -225,7 +227,7 @@ def _form_value(field: str, value: Any) -> Any:
         return [] if field == "event_types" else ""
     if field == "event_types":
         return [str(item) for item in value]
-    return str(value) if field in ("provider", "min_severity") else value
+    return str(value) if field in ("provider", "min_severity", "batching") else value
 
 
 def _custom_headers_input(headers: dict[str, str] | None) -> dict[str, str] | None:
@@ -405,7 +407,8 @@ def rotate_secret(
     request: HttpRequest, destination_id: uuid.UUID, payload: RotateSecretIn | None = None
 ):
     """Admins only. The previous secret keeps signing for `overlap_hours`; a generated
-    `secret` is in this response only."""
+    `secret` is in this response only. A Splunk destination's `secret` is its HEC token:
+    required here, and it replaces the old one at once (HEC has one token; no overlap)."""
     principal = _principal(request)
     destination = _get_destination(principal, destination_id)
     payload = payload or RotateSecretIn()
@@ -414,7 +417,8 @@ def rotate_secret(
         {
             "secret": payload.secret or "",
             "overlap_hours": settings.WEBHOOK_SECRET_OVERLAP_HOURS if overlap is None else overlap,
-        }
+        },
+        provider=destination.provider,
     )
     if not form.is_valid():
         raise _invalid(_form_errors(form))

@@ -49,6 +49,11 @@ urlpatterns = [
         name="destination_send_test",
     ),
     path(
+        "destinations/<uuid:destination_id>/tests/<int:delivery_id>/",
+        views.destination_test_result,
+        name="destination_test_result",
+    ),
+    path(
         "destinations/<uuid:destination_id>/resend-failed/",
         views.destination_resend_failed_view,
         name="destination_resend_failed",
