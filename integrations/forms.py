@@ -90,6 +90,7 @@ class DestinationForm(forms.Form):
     )
     batching = forms.ChoiceField(
         label="Batching",
+        required=False,  # left out: batched, the default
         choices=Batching.choices,
         initial=Batching.BATCHED,
         widget=forms.RadioSelect,
@@ -186,6 +187,9 @@ class DestinationForm(forms.Form):
         if value.lower() in RESERVED_HEADERS - {"x-oneprotect-signature"}:
             raise ValidationError(f"{value} is reserved. Choose another header name.")
         return value
+
+    def clean_batching(self) -> str:
+        return self.cleaned_data.get("batching") or Batching.BATCHED
 
     def clean_splunk_index(self) -> str:
         value = self.cleaned_data.get("splunk_index", "").strip()

@@ -204,12 +204,12 @@ class TestResult:
 
 
 # The task that sends a queued test event (django-q2 imports it by this path).
-TEST_TASK = "integrations.services.test_delivery_run"
+TEST_TASK = "integrations.services.send_queued_test"
 # A test never outlives the worker's task timeout: django-q2 kills it without recording.
 TEST_TASK_MARGIN_SECONDS = 20
 
 
-def test_event_envelope(destination: Destination, now) -> dict:
+def sample_event_envelope(destination: Destination, now) -> dict:
     """A realistic sample of an event type the destination forwards (the catalogue's
     example), marked as a test so that receivers can tell it apart."""
     from integrations.catalogue import EXAMPLE_PAYLOADS, EventType
@@ -231,7 +231,7 @@ def test_event_envelope(destination: Destination, now) -> dict:
     )
 
 
-def test_timeout(destination: Destination) -> float:
+def send_test_timeout(destination: Destination) -> float:
     """The destination's own timeout, kept under the worker's task timeout."""
     limit = max(1, settings.Q_CLUSTER["timeout"] - TEST_TASK_MARGIN_SECONDS)
     return min(destination.timeout_seconds, limit)
@@ -273,23 +273,23 @@ def destination_send_test(*, destination: Destination, actor) -> TestResult:
     """Send one test event now, in this request, and record it (the API's synchronous test:
     it holds the request, so WEBHOOK_TEST_TIMEOUT bounds it)."""
     delivery = _test_delivery_create(destination=destination, actor=actor)
-    timeout = min(test_timeout(destination), settings.WEBHOOK_TEST_TIMEOUT)
-    return test_delivery_run(delivery.pk, timeout=timeout)
+    timeout = min(send_test_timeout(destination), settings.WEBHOOK_TEST_TIMEOUT)
+    return send_queued_test(delivery.pk, timeout=timeout)
 
 
-def test_delivery_run(delivery_id: int, *, timeout: float | None = None) -> TestResult:
+def send_queued_test(delivery_id: int, *, timeout: float | None = None) -> TestResult:
     """Send a queued test event (one attempt, the destination's timeout) and record the
     outcome; a delivered test also marks the destination healthy. Not part of the stream."""
     from integrations.signing import prepare, serialize_body
 
     delivery = Delivery.objects.select_related("destination__tenant").get(pk=delivery_id)
     if delivery.state != DeliveryState.PENDING:
-        return test_result(delivery)  # already sent (a task delivered twice)
+        return shown_test_result(delivery)  # already sent (a task delivered twice)
     destination = delivery.destination
-    body = serialize_body(destination, [test_event_envelope(destination, delivery.created_at)])
+    body = serialize_body(destination, [sample_event_envelope(destination, delivery.created_at)])
     Delivery.objects.filter(pk=delivery.pk).update(state=DeliveryState.DELIVERING)
     outcome = get_sender().send(
-        destination, prepare(destination, body), timeout=timeout or test_timeout(destination)
+        destination, prepare(destination, body), timeout=timeout or send_test_timeout(destination)
     )
     now = timezone.now()
     with transaction.atomic():
@@ -326,7 +326,7 @@ def _health_from_test(destination: Destination, outcome: Outcome, now) -> None:
         Destination.objects.filter(pk=destination.pk, last_attempt_at__isnull=True).update(**last)
 
 
-def test_result(delivery: Delivery) -> TestResult:
+def shown_test_result(delivery: Delivery) -> TestResult:
     """A test delivery's result as the page shows it (pending until its attempt exists)."""
     attempt = delivery.attempts.order_by("-number").first()
     if attempt is None:

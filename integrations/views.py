@@ -56,7 +56,7 @@ from integrations.services import (
     destination_set_active,
     destination_test_queue,
     destination_update,
-    test_result,
+    shown_test_result,
 )
 from portal.filters import KeysetFilterForm, keyset_page, nearest_id
 from portal.permissions import Capability, has_capability, require_capability
@@ -520,7 +520,7 @@ def destination_detail(request: HttpRequest, destination_id) -> HttpResponse:
     result = None
     if _can_manage(request) and request.GET.get("test", "").isdigit():
         test = _test_deliveries(request, destination).filter(pk=request.GET["test"]).first()
-        result = test_result(test) if test is not None else None
+        result = shown_test_result(test) if test is not None else None
     return _render_detail(request, destination, test_result=result, offer_test=offer_test)
 
 
@@ -626,7 +626,7 @@ def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResp
     destination = _get_destination(request, destination_id)
     delivery = destination_test_queue(destination=destination, actor=request.user)
     if _is_htmx(request):
-        context = {"destination": destination, "test_result": test_result(delivery)}
+        context = {"destination": destination, "test_result": shown_test_result(delivery)}
         return render(request, "integrations/_test_result.html", context)
     url = reverse("integrations:destination_detail", kwargs={"destination_id": destination.pk})
     return redirect(f"{url}?{urlencode({'test': delivery.pk})}#test-result")
@@ -637,7 +637,7 @@ def destination_test_result(request: HttpRequest, destination_id, delivery_id: i
     """A test event's result, polled while the worker sends it."""
     destination = _get_destination(request, destination_id)
     delivery = get_object_or_404(_test_deliveries(request, destination), pk=delivery_id)
-    result = test_result(delivery)
+    result = shown_test_result(delivery)
     context = {"destination": destination, "test_result": result}
     response = render(request, "integrations/_test_result.html", context)
     if not result.pending:
