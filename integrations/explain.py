@@ -50,12 +50,12 @@ EXPLANATIONS: dict[str, Explanation] = {
 STATUS_EXPLANATIONS: dict[int, Explanation] = {
     401: Explanation(
         "Authentication / Permission denied (HTTP 401): your endpoint rejected our credentials.",
-        "Check the credentials your endpoint expects (an API key or token in a custom header, "
-        "or the HEC token of a Splunk destination), then send a test event.",
+        "Check the credentials your endpoint expects (an API key or token in the custom "
+        "headers, or the HEC token of a Splunk destination), then send a test event.",
     ),
     403: Explanation(
         "Authentication / Permission denied (HTTP 403): your endpoint refused the request.",
-        "Check the credentials your endpoint expects (custom header, or the HEC token of a "
+        "Check the credentials your endpoint expects (custom headers, or the HEC token of a "
         "Splunk destination) and any IP allowlist: allow our egress IP addresses.",
     ),
     404: Explanation(

@@ -49,11 +49,6 @@ urlpatterns = [
         name="destination_send_test",
     ),
     path(
-        "destinations/<uuid:destination_id>/tests/<int:delivery_id>/",
-        views.destination_test_result,
-        name="destination_test_result",
-    ),
-    path(
         "destinations/<uuid:destination_id>/resend-failed/",
         views.destination_resend_failed_view,
         name="destination_resend_failed",
@@ -68,6 +63,11 @@ urlpatterns = [
         "deliveries/<int:delivery_id>/resend/",
         views.delivery_resend_view,
         name="delivery_resend",
+    ),
+    path(
+        "test-sends/<int:test_delivery_id>/",
+        views.destination_test_result,
+        name="destination_test_result",
     ),
     path("resend-jobs/<int:job_id>/", views.resend_job_status, name="resend_job_status"),
 ]

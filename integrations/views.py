@@ -633,12 +633,16 @@ def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResp
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS)
-def destination_test_result(request: HttpRequest, destination_id, delivery_id: int):
+def destination_test_result(request: HttpRequest, test_delivery_id: int):
     """A test event's result, polled while the worker sends it."""
-    destination = _get_destination(request, destination_id)
-    delivery = get_object_or_404(_test_deliveries(request, destination), pk=delivery_id)
+    delivery = get_object_or_404(
+        Delivery.objects.for_tenant(request.tenant)
+        .filter(is_test=True)
+        .select_related("destination"),
+        pk=test_delivery_id,
+    )
     result = shown_test_result(delivery)
-    context = {"destination": destination, "test_result": result}
+    context = {"destination": delivery.destination, "test_result": result}
     response = render(request, "integrations/_test_result.html", context)
     if not result.pending:
         response["HX-Trigger"] = "deliveries-changed"  # the list shows the test delivery now
