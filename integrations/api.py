@@ -156,6 +156,8 @@ def _destination_out(destination: Destination, *, full_url: bool = True) -> dict
         "name": destination.name,
         "endpoint_url": destination.endpoint_url if full_url else destination.endpoint_url_masked,
         "provider": destination.provider,
+        "splunk_index": destination.splunk_index,
+        "batching": destination.batching,
         "event_types": list(destination.event_types),
         "min_severity": destination.min_severity or None,
         "include_child_tenants": destination.include_child_tenants,
@@ -250,7 +252,11 @@ def _form_value(field: str, value: Any) -> Any:
         return [] if field == "event_types" else ""
     if field == "event_types":
         return [str(item) for item in value]
-    return str(value) if field in ("provider", "min_severity", "signature_scheme") else value
+    return (
+        str(value)
+        if field in ("provider", "min_severity", "signature_scheme", "batching")
+        else value
+    )
 
 
 def _custom_headers_input(headers: dict[str, str] | None) -> dict[str, str] | None:
@@ -439,7 +445,8 @@ def rotate_secret(
     request: HttpRequest, destination_id: uuid.UUID, payload: RotateSecretIn | None = None
 ):
     """Admins only. The previous secret keeps signing for `overlap_hours`; a generated
-    `secret` is in this response only."""
+    `secret` is in this response only. A Splunk destination's `secret` is its HEC token:
+    required here, and it replaces the old one at once (HEC has one token; no overlap)."""
     principal = _principal(request)
     destination = _get_destination(principal, destination_id)
     payload = payload or RotateSecretIn()
@@ -450,6 +457,7 @@ def rotate_secret(
             "overlap_hours": settings.WEBHOOK_SECRET_OVERLAP_HOURS if overlap is None else overlap,
         },
         scheme=destination.signature_scheme,
+        provider=destination.provider,
     )
     if not form.is_valid():
         raise _invalid(_form_errors(form))

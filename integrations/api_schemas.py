@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Discriminator, SkipValidation, StrictInt, Tag, 
 
 from integrations.catalogue import EventType, Severity
 from integrations.forms import MAX_CUSTOM_HEADERS, DestinationForm, RotateSecretForm
-from integrations.models import DeliveryState, Provider, SignatureScheme
+from integrations.models import Batching, DeliveryState, Provider, SignatureScheme
 
 MASK = "••••••••"
 
@@ -127,7 +127,21 @@ class DestinationIn(ApiInput):
         "a strong one generated: it is returned once, in this response only.",
         json_schema_extra=_destination("secret"),
     )
-    provider: Provider = Provider.CUSTOM
+    provider: Provider = Field(
+        Provider.CUSTOM,
+        description="`splunk_hec`: Splunk HTTP Event Collector. Its `secret` is the HEC token "
+        "(required, sent as `Authorization: Splunk <token>`; no custom header may replace "
+        "Authorization); the body is in HEC event format; the endpoint is "
+        "`https://<splunk-host>:8088/services/collector/event`.",
+    )
+    splunk_index: str = Field(
+        "", description="Splunk only: the HEC `index` of every event; blank for the token's."
+    )
+    batching: Batching = Field(
+        Batching.BATCHED,
+        description='`batched`: up to 100 events per request, body `{"events": [...]}`. '
+        "`single`: one event per request, body the single event object. Signed the same way.",
+    )
     event_types: list[EventType] | None = Field(
         None,
         description="Event types to forward; all of them when left out.",
@@ -169,6 +183,8 @@ class DestinationPatch(ApiInput):
         json_schema_extra=_destination("secret"),
     )
     provider: Provider | None = None
+    splunk_index: str | None = Field(None, description="Splunk only; blank for the token's.")
+    batching: Batching | None = Field(None, description="`batched` or `single`.")
     event_types: list[EventType] | None = Field(None, json_schema_extra=AT_LEAST_ONE)
     min_severity: Severity | None = Field(None, description="null forwards every severity.")
     include_child_tenants: bool | None = None
@@ -194,6 +210,8 @@ class DestinationOut(Schema):
     name: str
     endpoint_url: str
     provider: str
+    splunk_index: str = Field(..., description="Splunk only; blank for the token's index.")
+    batching: str = Field(..., examples=["batched"], description="`batched` or `single`.")
     event_types: list[str]
     min_severity: str | None
     include_child_tenants: bool

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from integrations.models import ErrorKind
+from integrations.models import Destination, ErrorKind
 
 
 @dataclass(frozen=True)
@@ -49,19 +49,22 @@ EXPLANATIONS: dict[str, Explanation] = {
 
 STATUS_EXPLANATIONS: dict[int, Explanation] = {
     401: Explanation(
-        "401 Unauthorized: your endpoint rejected our credentials.",
-        "Check the custom headers (API key, token) your endpoint expects.",
+        "Authentication / Permission denied (HTTP 401): your endpoint rejected our credentials.",
+        "Check the credentials your endpoint expects (an API key or token in the custom "
+        "headers, or the HEC token of a Splunk destination), then send a test event.",
     ),
     403: Explanation(
-        "403 Forbidden: your endpoint refused the request.",
-        "Check the custom headers or API key, and any IP allowlist (allow our egress IPs).",
+        "Authentication / Permission denied (HTTP 403): your endpoint refused the request.",
+        "Check the credentials your endpoint expects (custom headers, or the HEC token of a "
+        "Splunk destination) and any IP allowlist: allow our egress IP addresses.",
     ),
     404: Explanation(
-        "404 Not Found: the path does not exist on your endpoint.",
-        "Check the path in the Endpoint URL.",
+        "Endpoint not found (HTTP 404): the path does not exist on your endpoint.",
+        "Check the path in the Endpoint URL (for Splunk: /services/collector/event), then "
+        "send a test event.",
     ),
     410: Explanation(
-        "410 Gone: your endpoint says this URL is permanently retired.",
+        "Endpoint not found (HTTP 410): your endpoint says this URL is permanently retired.",
         "Update the Endpoint URL, or delete the destination.",
     ),
     429: Explanation(
@@ -89,7 +92,18 @@ def explain(*, status_code: int | None, error_kind: str, ok: bool = False) -> Ex
                 "Check your endpoint's logs. We retry automatically with backoff.",
             )
         return Explanation(
-            f"{status_code}: your endpoint rejected the request; we do not retry it.",
-            "Check that your endpoint accepts a JSON POST in this format, then resend.",
+            f"Rejected by the receiver (HTTP {status_code}): your endpoint refused the "
+            "request; we do not retry it.",
+            "Check that your endpoint accepts a JSON POST in this format (and, if it takes one "
+            "event per request, set Batching to One event per request), then resend.",
         )
     return EXPLANATIONS.get(error_kind, EXPLANATIONS[ErrorKind.OTHER])
+
+
+def explain_destination(destination: Destination) -> Explanation | None:
+    """What the destination's health means and what to do, when its last attempt failed."""
+    if destination.disabled_at is not None or not destination.active:
+        return None
+    if destination.last_attempt_at is None or destination.last_outcome_ok is not False:
+        return None
+    return explain(status_code=destination.last_status_code, error_kind=destination.last_error_kind)

@@ -7,9 +7,16 @@ import re
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinLengthValidator
 
 from integrations.catalogue import EventType, Severity
-from integrations.models import DEFAULT_SIGNATURE_HEADER, Destination, Provider, SignatureScheme
+from integrations.models import (
+    DEFAULT_SIGNATURE_HEADER,
+    Batching,
+    Destination,
+    Provider,
+    SignatureScheme,
+)
 from integrations.redaction import origin
 from integrations.signing import generate_secret_for, whsec_is_valid
 from integrations.url_safety import validate_endpoint_url
@@ -48,6 +55,9 @@ ORIGIN_CHANGE_HELP = (
     "unless you enter them again in the same change, so they never go to a server they were "
     "not meant for."
 )
+# Splunk index names: lower-case letters, digits, "_" and "-", not starting with "_" or "-".
+SPLUNK_INDEX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
+HEC_REQUIRED_MESSAGE = "Enter the HEC token of your Splunk HTTP Event Collector input."
 MAX_CUSTOM_HEADERS = 20
 MAX_HEADER_VALUE = 4096
 
@@ -83,6 +93,29 @@ class DestinationForm(forms.Form):
     )
     provider = forms.ChoiceField(
         label="Provider", choices=Provider.choices, initial=Provider.CUSTOM
+    )
+    hec_token = forms.CharField(
+        label="HEC token",
+        required=False,
+        max_length=256,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="The token of your HTTP Event Collector input (Settings → Data inputs → "
+        "HTTP Event Collector). Sent as Authorization: Splunk <token>.",
+    )
+    splunk_index = forms.CharField(
+        label="Index",
+        required=False,
+        max_length=80,
+        help_text="Optional. Leave blank to use the token's default index.",
+    )
+    batching = forms.ChoiceField(
+        label="Batching",
+        required=False,  # left out: batched, the default
+        choices=Batching.choices,
+        initial=Batching.BATCHED,
+        widget=forms.RadioSelect,
+        help_text="One event per request suits receivers that handle one alert per POST.",
     )
     event_types = forms.MultipleChoiceField(
         label="Events to forward",
@@ -153,6 +186,8 @@ class DestinationForm(forms.Form):
         if instance is not None:
             self.fields["secret"].help_text = "Leave blank to keep the current secret."
             self.fields["endpoint_url"].help_text = ORIGIN_CHANGE_HELP
+            if instance.provider == Provider.SPLUNK_HEC:
+                self.fields["hec_token"].help_text = "Leave blank to keep the current token."
         if partial:
             for field in self.fields.values():
                 field.required = False
@@ -201,13 +236,66 @@ class DestinationForm(forms.Form):
             return self.instance.signature_scheme
         return value or SignatureScheme.ONEPROTECT
 
+    def clean_batching(self) -> str:
+        return self.cleaned_data.get("batching") or Batching.BATCHED
+
+    def clean_splunk_index(self) -> str:
+        value = self.cleaned_data.get("splunk_index", "").strip()
+        if value and not SPLUNK_INDEX.match(value):
+            raise ValidationError(
+                "Use a Splunk index name: lower-case letters, digits, _ and -, e.g. main."
+            )
+        return value
+
+    def clean_hec_token(self) -> str:
+        value = self.cleaned_data.get("hec_token", "")
+        _no_control_characters(value)
+        if any(ch.isspace() for ch in value):
+            raise ValidationError("Paste the HEC token alone, without spaces.")
+        return value
+
+    def provider_choice(self) -> str:
+        """The provider this form describes: posted, else the instance's, else custom."""
+        if self.is_bound:
+            value = self.data.get("provider")
+            if value in Provider.values:
+                return value
+        if self.instance is not None and not self.is_bound:
+            return self.initial.get("provider") or self.instance.provider
+        return self.initial.get("provider") or Provider.CUSTOM
+
+    def _clean_splunk(self, cleaned: dict) -> None:
+        """A Splunk destination needs its HEC token (it becomes the secret); elsewhere the
+        Splunk-only fields are cleared."""
+        provider = cleaned.get("provider") or (self.instance.provider if self.instance else "")
+        if provider != Provider.SPLUNK_HEC:
+            cleaned["splunk_index"] = ""
+            cleaned.pop("hec_token", None)
+            return
+        token = cleaned.pop("hec_token", "") or cleaned.get("secret", "")
+        had_token = self.instance is not None and self.instance.provider == Provider.SPLUNK_HEC
+        if not token and not had_token and not self.partial:
+            self.add_error(
+                "hec_token" if "hec_token" in self.data else "secret", HEC_REQUIRED_MESSAGE
+            )
+        cleaned["secret"] = token
+
     def clean(self):
         cleaned = super().clean()
+        self._clean_splunk(cleaned)
         scheme = cleaned.get("signature_scheme") or (
             self.instance.signature_scheme if self.instance is not None else ""
         )
         secret = cleaned.get("secret") or ""
-        if secret and scheme == SignatureScheme.STANDARD_WEBHOOKS and not whsec_is_valid(secret):
+        is_splunk = (cleaned.get("provider") or getattr(self.instance, "provider", "")) == (
+            Provider.SPLUNK_HEC
+        )
+        if (
+            secret
+            and not is_splunk
+            and scheme == SignatureScheme.STANDARD_WEBHOOKS
+            and not whsec_is_valid(secret)
+        ):
             self.add_error("secret", WHSEC_ERROR)
         if self.origin_changed():
             self._clear_for_new_origin(cleaned, scheme)
@@ -237,6 +325,12 @@ class DestinationForm(forms.Form):
             cleaned["secret"] = generate_secret_for(scheme)
             self.cleared_on_origin_change.append("the Splunk token")
 
+    def _is_splunk(self) -> bool:
+        provider = self.cleaned_data.get("provider")
+        if not provider and self.instance is not None:
+            provider = self.instance.provider
+        return provider == Provider.SPLUNK_HEC
+
     def _clean_custom_headers(self, headers) -> dict[str, str]:
         if not isinstance(headers, dict):
             raise ValidationError("Custom headers must be name/value pairs.")
@@ -258,6 +352,11 @@ class DestinationForm(forms.Form):
                 )
             if name.lower() in RESERVED_HEADERS or name.lower() == signature:
                 raise ValidationError(f"{name} is set by OneProtect and cannot be a custom header.")
+            if name.lower() == "authorization" and self._is_splunk():
+                raise ValidationError(
+                    "Authorization carries the HEC token on a Splunk destination: remove this "
+                    "custom header and enter the token as the HEC token."
+                )
             if name.lower() in seen:
                 raise ValidationError(f"{name} is listed twice.")
             seen.add(name.lower())
@@ -288,6 +387,9 @@ def custom_headers_from_post(post) -> dict[str, str]:
 
 
 class RotateSecretForm(forms.Form):
+    """A new secret and the overlap; for Splunk, a new HEC token (required, no overlap: the
+    HEC input accepts one token, so the old one stops working when it is replaced)."""
+
     secret = forms.CharField(
         label="New secret",
         required=False,
@@ -303,13 +405,39 @@ class RotateSecretForm(forms.Form):
         initial=24,
     )
 
-    def __init__(self, *args, scheme: str = SignatureScheme.ONEPROTECT, **kwargs):
+    def __init__(
+        self,
+        *args,
+        scheme: str = SignatureScheme.ONEPROTECT,
+        provider: str = Provider.CUSTOM,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.scheme = scheme
+        self.splunk = provider == Provider.SPLUNK_HEC
+        if self.splunk:
+            secret = self.fields["secret"]
+            secret.label = "New HEC token"
+            secret.required = True
+            secret.min_length = None
+            secret.validators = [
+                v for v in secret.validators if not isinstance(v, MinLengthValidator)
+            ]
+            secret.validators.append(_no_control_characters)
+            secret.help_text = "The token of your new HEC input. The current one stops being used."
+            secret.error_messages["required"] = HEC_REQUIRED_MESSAGE
+            secret.widget.attrs["autocomplete"] = "off"
+            del self.fields["overlap_hours"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.splunk:
+            cleaned["overlap_hours"] = 0
+        return cleaned
 
     def clean_secret(self) -> str:
         secret = self.cleaned_data.get("secret") or ""
-        if secret and self.scheme == SignatureScheme.STANDARD_WEBHOOKS:
+        if secret and not self.splunk and self.scheme == SignatureScheme.STANDARD_WEBHOOKS:
             if not whsec_is_valid(secret):
                 raise ValidationError(WHSEC_ERROR)
         return secret

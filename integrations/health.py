@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from integrations.explain import Explanation, explain_destination
 from integrations.models import Delivery, Destination
 from portal.models import Tenant
 
@@ -70,6 +71,11 @@ class DestinationHealth:
     @property
     def last_success_relative(self) -> str:
         return relative_time(self.destination.last_success_at, self.now)
+
+    @property
+    def explanation(self) -> Explanation | None:
+        """What the health means and what to do, when the last attempt failed."""
+        return explain_destination(self.destination)
 
     @property
     def failed(self) -> int:

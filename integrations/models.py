@@ -27,11 +27,20 @@ class SignatureScheme(models.TextChoices):
     STANDARD_WEBHOOKS = "standard_webhooks", "Standard Webhooks (replay-protected)"
 
 
+class Batching(models.TextChoices):
+    """How many events one request carries."""
+
+    BATCHED = "batched", "Batched (up to 100 events per request)"
+    SINGLE = "single", "One event per request"
+
+
 class Health(models.TextChoices):
     HEALTHY = "healthy", "Healthy"
     RETRYING = "retrying", "Retrying"
     UNREACHABLE = "unreachable", "Endpoint unreachable"
     AUTH_DENIED = "auth_denied", "Authentication / Permission denied"
+    NOT_FOUND = "not_found", "Endpoint not found"
+    REJECTED = "rejected", "Rejected by the receiver"
     RATE_LIMITED = "rate_limited", "Rate limited"
     FAILING = "failing", "Failing"
     PAUSED = "paused", "Paused"
@@ -52,6 +61,17 @@ class ErrorKind(models.TextChoices):
 
 
 UNREACHABLE_KINDS = {ErrorKind.DNS, ErrorKind.CONNECT, ErrorKind.TLS, ErrorKind.TIMEOUT}
+AUTH_STATUSES = frozenset({401, 403})
+NOT_FOUND_STATUSES = frozenset({404, 410})
+# 4xx answers that mean "try again later" rather than "this request is refused".
+TRANSIENT_CLIENT_STATUSES = frozenset({408, 429})
+
+
+def is_rejection(status_code: int | None) -> bool:
+    """A 4xx that is not about credentials, the URL or load: the receiver refused the request."""
+    if status_code is None or not 400 <= status_code < 500:
+        return False
+    return status_code not in AUTH_STATUSES | NOT_FOUND_STATUSES | TRANSIENT_CLIENT_STATUSES
 
 
 class Destination(TenantOwnedModel):
@@ -70,6 +90,8 @@ class Destination(TenantOwnedModel):
     timeout_seconds = models.PositiveSmallIntegerField(default=30)
     skip_tls_verify = models.BooleanField(default=False)
     rate_limit_per_second = models.FloatField(null=True, blank=True)
+    batching = models.CharField(max_length=16, choices=Batching.choices, default=Batching.BATCHED)
+    splunk_index = models.CharField(max_length=80, blank=True)  # Splunk HEC "index"; optional
     active = models.BooleanField(default=True)
 
     secret_encrypted = models.TextField()
@@ -154,6 +176,17 @@ class Destination(TenantOwnedModel):
         self.custom_header_names = list(headers)
         self.custom_headers_encrypted = crypto.encrypt_json(headers) if headers else ""
 
+    # Requests ------------------------------------------------------------------------------
+    def max_batch_events(self) -> int:
+        """How many events one request may carry: 1 in "One event per request" mode."""
+        if self.batching == Batching.SINGLE:
+            return 1
+        return settings.WEBHOOK_BATCH_SIZE
+
+    @property
+    def is_splunk(self) -> bool:
+        return self.provider == Provider.SPLUNK_HEC
+
     # Filters -------------------------------------------------------------------------------
     def matches(self, *, event_type: str, severity: str, from_child: bool) -> bool:
         if from_child and not self.include_child_tenants:
@@ -176,10 +209,14 @@ class Destination(TenantOwnedModel):
             return Health.NO_EVENTS
         if self.last_outcome_ok:
             return Health.HEALTHY
-        if self.last_status_code in (401, 403):
+        if self.last_status_code in AUTH_STATUSES:
             return Health.AUTH_DENIED
+        if self.last_status_code in NOT_FOUND_STATUSES:
+            return Health.NOT_FOUND
         if self.last_status_code == 429:
             return Health.RATE_LIMITED
+        if is_rejection(self.last_status_code) and self.last_error_kind != ErrorKind.REDIRECT:
+            return Health.REJECTED
         if self.last_error_kind in UNREACHABLE_KINDS:
             return Health.UNREACHABLE
         if self.retrying:
@@ -188,7 +225,11 @@ class Destination(TenantOwnedModel):
 
     @property
     def health_label(self) -> str:
-        return Health(self.health).label
+        """The health's label; a rejection names the status, e.g. "… (HTTP 422)"."""
+        health = Health(self.health)
+        if health == Health.REJECTED:
+            return f"{health.label} (HTTP {self.last_status_code})"
+        return health.label
 
     def waiting_count(self) -> int:
         """Events queued for this destination and not yet in a batch."""

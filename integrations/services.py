@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from audit.services import SECRET_MARK, diff, lock_chain, record
 from integrations import engine
+from integrations.catalogue import SEVERITY_RANK
 from integrations.engine import describe_failure
 from integrations.explain import Explanation, explain
 from integrations.models import (
@@ -42,6 +43,8 @@ CONFIG_FIELDS = [
     "signature_header",
     "timeout_seconds",
     "rate_limit_per_second",
+    "batching",
+    "splunk_index",
     "skip_tls_verify",
     "active",
     "signature_scheme",
@@ -226,64 +229,161 @@ def destination_delete(*, destination: Destination, actor) -> None:
 @dataclass
 class TestResult:
     delivery: Delivery
-    outcome: Outcome
+    outcome: Outcome | None  # None while the test is still being sent
     explanation: Explanation | None
+
+    @property
+    def pending(self) -> bool:
+        return self.outcome is None
+
+
+# The task that sends a queued test event (django-q2 imports it by this path).
+TEST_TASK = "integrations.services.send_queued_test"
+# A test never outlives the worker's task timeout: django-q2 kills it without recording.
+TEST_TASK_MARGIN_SECONDS = 20
+
+
+def sample_event_envelope(destination: Destination, now) -> dict:
+    """A realistic sample of an event type the destination forwards (the catalogue's
+    example), marked as a test so that receivers can tell it apart."""
+    from integrations.catalogue import EXAMPLE_PAYLOADS, EventType
+    from integrations.signing import event_envelope
+
+    forwarded = [value for value in EventType.values if value in destination.event_types]
+    event_type = forwarded[0] if forwarded else EventType.SYSTEM_HEALTH
+    payload = {**EXAMPLE_PAYLOADS[event_type], "test": True}
+    severity = destination.min_severity or payload.get("severity") or "info"
+    if severity not in SEVERITY_RANK:
+        severity = "info"
+    return event_envelope(
+        event_id=uuid.uuid4(),
+        event_type=event_type,
+        event_time=now,
+        severity=severity,
+        tenant_slug=destination.tenant.slug,
+        payload=payload,
+    )
+
+
+def send_test_timeout(destination: Destination) -> float:
+    """The destination's own timeout, kept under the worker's task timeout."""
+    limit = max(1, settings.Q_CLUSTER["timeout"] - TEST_TASK_MARGIN_SECONDS)
+    return min(destination.timeout_seconds, limit)
+
+
+@transaction.atomic
+def _test_delivery_create(*, destination: Destination, actor) -> Delivery:
+    delivery = Delivery.objects.create(
+        tenant_id=destination.tenant_id,
+        destination=destination,
+        is_test=True,
+        state=DeliveryState.PENDING,
+        event_count=1,
+        attempt_count=0,
+        attempt_limit=1,
+        created_at=timezone.now(),
+    )
+    record(
+        tenant=destination.tenant,
+        actor=actor,
+        action="destination.test_sent",
+        target=destination,
+        after={"delivery_id": delivery.pk},
+    )
+    return delivery
+
+
+def destination_test_queue(*, destination: Destination, actor) -> Delivery:
+    """Queue one test event: a worker sends it; the page polls the test delivery's state."""
+    from django_q.tasks import async_task
+
+    delivery = _test_delivery_create(destination=destination, actor=actor)
+    if settings.WEBHOOK_ENQUEUE:
+        transaction.on_commit(partial(async_task, TEST_TASK, delivery.pk, save=False))
+    return delivery
 
 
 def destination_send_test(*, destination: Destination, actor) -> TestResult:
-    """Send one test event now (one attempt, hard timeout) and record it; not in the stream."""
-    from integrations.signing import event_envelope, prepare, serialize_body
+    """Send one test event now, in this request, and record it (the API's synchronous test:
+    it holds the request, so WEBHOOK_TEST_TIMEOUT bounds it)."""
+    delivery = _test_delivery_create(destination=destination, actor=actor)
+    timeout = min(send_test_timeout(destination), settings.WEBHOOK_TEST_TIMEOUT)
+    return send_queued_test(delivery.pk, timeout=timeout)
 
-    now = timezone.now()
-    envelope = event_envelope(
-        event_id=uuid.uuid4(),
-        event_type="system.health",
-        event_time=now,
-        severity="info",
-        tenant_slug=destination.tenant.slug,
-        payload={
-            "test": True,
-            "message": "Test event from OneProtect Integrations. You can ignore it.",
-            "destination": destination.name,
-        },
+
+def send_queued_test(delivery_id: int, *, timeout: float | None = None) -> TestResult:
+    """Send a queued test event (one attempt, the destination's timeout) and record the
+    outcome; a delivered test also marks the destination healthy. Not part of the stream."""
+    from integrations.signing import prepare, serialize_body
+
+    delivery = Delivery.objects.select_related("destination__tenant").get(pk=delivery_id)
+    if delivery.state != DeliveryState.PENDING:
+        return shown_test_result(delivery)  # already sent (a task delivered twice)
+    destination = delivery.destination
+    body = serialize_body(destination, [sample_event_envelope(destination, delivery.created_at)])
+    Delivery.objects.filter(pk=delivery.pk).update(state=DeliveryState.DELIVERING)
+    outcome = get_sender().send(
+        destination, prepare(destination, body), timeout=timeout or send_test_timeout(destination)
     )
-    body = serialize_body(destination, [envelope])
-    timeout = min(destination.timeout_seconds, settings.WEBHOOK_TEST_TIMEOUT)
-    outcome = get_sender().send(destination, prepare(destination, body), timeout=timeout)
     # A receiver that echoes the request must not show the secrets back (stored masked too).
     excerpt = mask_echoed_secrets(outcome.response_excerpt, destination_secret_values(destination))
     outcome = replace(outcome, response_excerpt=excerpt)
+    now = timezone.now()
     with transaction.atomic():
-        delivery = Delivery.objects.create(
-            tenant_id=destination.tenant_id,
-            destination=destination,
-            is_test=True,
-            state=DeliveryState.DELIVERED if outcome.ok else DeliveryState.FAILED,
-            event_count=1,
-            attempt_count=1,
-            attempt_limit=1,
-            last_status_code=outcome.status_code,
-            last_error_kind=outcome.error_kind,
-            failure_reason="" if outcome.ok else describe_failure(outcome),
-            created_at=now,
-            finished_at=timezone.now(),
-        )
+        delivery.state = DeliveryState.DELIVERED if outcome.ok else DeliveryState.FAILED
+        delivery.attempt_count = 1
+        delivery.last_status_code = outcome.status_code
+        delivery.last_error_kind = outcome.error_kind
+        delivery.failure_reason = "" if outcome.ok else describe_failure(outcome)[:300]
+        delivery.finished_at = now
+        delivery.save()
         engine.record_attempt(delivery, outcome)
-        record(
-            tenant=destination.tenant,
-            actor=actor,
-            action="destination.test_sent",
-            target=destination,
-            after={
-                "status_code": outcome.status_code,
-                "ok": outcome.ok,
-                "error_kind": outcome.error_kind,
-            },
-        )
+        _health_from_test(destination, outcome, now)
     return TestResult(
         delivery,
         outcome,
         explain(status_code=outcome.status_code, error_kind=outcome.error_kind, ok=outcome.ok),
+    )
+
+
+def _health_from_test(destination: Destination, outcome: Outcome, now) -> None:
+    """A delivered test proves the endpoint works: health and last success say so. A failed
+    one names the problem only while nothing real was sent yet (the stream's health wins)."""
+    last = {
+        "last_attempt_at": now,
+        "last_status_code": outcome.status_code,
+        "last_error_kind": outcome.error_kind,
+        "last_outcome_ok": outcome.ok,
+    }
+    if outcome.ok:
+        Destination.objects.filter(pk=destination.pk).update(
+            **last, last_success_at=now, failing_since=None, retrying=False
+        )
+    else:
+        Destination.objects.filter(pk=destination.pk, last_attempt_at__isnull=True).update(**last)
+
+
+def shown_test_result(delivery: Delivery) -> TestResult:
+    """A test delivery's result as the page shows it (pending until its attempt exists)."""
+    attempt = delivery.attempts.order_by("-number").first()
+    if attempt is None:
+        return TestResult(delivery, None, None)
+    outcome = Outcome(
+        ok=attempt.ok,
+        transient=False,
+        status_code=attempt.status_code,
+        error_kind=attempt.error_kind,
+        detail=attempt.error_detail,
+        duration_ms=attempt.duration_ms,
+        response_excerpt=attempt.response_excerpt,
+        request_headers=attempt.request_headers,
+        delivery_uuid=attempt.delivery_uuid,
+        started_at=attempt.started_at,
+    )
+    return TestResult(
+        delivery,
+        outcome,
+        explain(status_code=attempt.status_code, error_kind=attempt.error_kind, ok=attempt.ok),
     )
 
 

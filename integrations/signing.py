@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from integrations import crypto
-from integrations.models import Destination, Provider, SignatureScheme
+from integrations.models import Batching, Destination, Provider, SignatureScheme
 
 MASK = "••••••••"
 TIMESTAMP_HEADER = "X-OneProtect-Timestamp"
@@ -27,6 +27,8 @@ WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
 WHSEC_PREFIX = "whsec_"
 WHSEC_MIN_BYTES = 24
 WHSEC_MAX_BYTES = 64
+SPLUNK_HOST = "oneprotect"
+SPLUNK_SOURCE = "oneprotect"
 
 
 def event_envelope(*, event_id, event_type, event_time, severity, tenant_slug, payload) -> dict:
@@ -41,25 +43,35 @@ def event_envelope(*, event_id, event_type, event_time, severity, tenant_slug, p
     }
 
 
+def _compact(document: dict) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+def splunk_event(destination: Destination, envelope: dict) -> dict:
+    """One event in Splunk's HEC event format (for /services/collector/event): time in
+    seconds, host, source, sourcetype, the index when one is set, and the event itself."""
+    event = {
+        "time": envelope["event_time"] / 1000,
+        "host": SPLUNK_HOST,
+        "source": SPLUNK_SOURCE,
+        "sourcetype": f"{SPLUNK_SOURCE}:{envelope['event_type']}",
+    }
+    if destination.splunk_index:
+        event["index"] = destination.splunk_index
+    event["event"] = envelope
+    return event
+
+
 def serialize_body(destination: Destination, envelopes: list[dict]) -> bytes:
-    """The exact bytes that are signed and sent."""
+    """The exact bytes that are signed and sent. Batched: `{"events": [...]}` (Splunk: one
+    HEC event object per line). One event per request: the event object alone."""
     if destination.provider == Provider.SPLUNK_HEC:
-        lines = [
-            json.dumps(
-                {
-                    "time": envelope["event_time"] / 1000,
-                    "host": "oneprotect",
-                    "source": "oneprotect",
-                    "sourcetype": f"oneprotect:{envelope['event_type']}",
-                    "event": envelope,
-                },
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
-            for envelope in envelopes
-        ]
-        return "\n".join(lines).encode()
-    return json.dumps({"events": envelopes}, separators=(",", ":"), ensure_ascii=False).encode()
+        return "\n".join(_compact(splunk_event(destination, e)) for e in envelopes).encode()
+    if destination.batching == Batching.SINGLE:
+        if len(envelopes) != 1:
+            raise ValueError("A destination with one event per request takes exactly one event.")
+        return _compact(envelopes[0]).encode()
+    return _compact({"events": envelopes}).encode()
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -173,6 +185,8 @@ def prepare(
         headers["Authorization"] = f"Splunk {secret}"
         shown["Authorization"] = f"Splunk {MASK}"
     for name, value in destination.custom_headers().items():
+        if destination.provider == Provider.SPLUNK_HEC and name.lower() == "authorization":
+            continue  # the HEC token is the Authorization on a Splunk destination
         headers[name] = value
         shown[name] = MASK
     return PreparedRequest(body, headers, shown, delivery_uuid)

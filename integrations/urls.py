@@ -64,5 +64,10 @@ urlpatterns = [
         views.delivery_resend_view,
         name="delivery_resend",
     ),
+    path(
+        "test-sends/<int:test_delivery_id>/",
+        views.destination_test_result,
+        name="destination_test_result",
+    ),
     path("resend-jobs/<int:job_id>/", views.resend_job_status, name="resend_job_status"),
 ]

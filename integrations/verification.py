@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from integrations.models import Destination, Provider, SignatureScheme
+from integrations.models import Batching, Destination, Provider, SignatureScheme
 from integrations.signing import (
     DELIVERY_HEADER,
     TIMESTAMP_HEADER,
@@ -554,13 +554,35 @@ app.listen(8080);
 """
 
 
+PYTHON_BATCH_LOOP = """\
+    for event in json.loads(raw_body)["events"]:
+        ...  # deduplicate with event["event_id"]
+"""
+PYTHON_SINGLE = """\
+    event = json.loads(raw_body)  # one event per request: the body is the event
+    ...  # deduplicate with event["event_id"]
+"""
+NODE_BATCH_LOOP = """\
+  for (const event of JSON.parse(req.body).events) {
+    // deduplicate with event.event_id
+  }
+"""
+NODE_SINGLE = """\
+  const event = JSON.parse(req.body); // one event per request: the body is the event
+  // deduplicate with event.event_id
+"""
+
+
 def receiver_snippets(destination: Destination) -> dict[str, str]:
-    """Verification code in Python and Node.js with this destination's header name filled in."""
+    """Verification code in Python and Node.js with this destination's header name filled in,
+    reading the body as this destination sends it (batched or one event per request)."""
     # A header name is an RFC 9110 token (no quote or backslash); json.dumps quotes it safely.
     if destination.signature_scheme == SignatureScheme.STANDARD_WEBHOOKS:
         return {"python": STANDARD_PYTHON_SNIPPET, "node": STANDARD_NODE_SNIPPET}
     literal = json.dumps(destination.signature_header)
-    return {
-        "python": PYTHON_SNIPPET.replace("__HEADER__", literal),
-        "node": NODE_SNIPPET.replace("__HEADER__", literal),
-    }
+    python = PYTHON_SNIPPET.replace("__HEADER__", literal)
+    node = NODE_SNIPPET.replace("__HEADER__", literal)
+    if destination.batching == Batching.SINGLE:
+        python = python.replace(PYTHON_BATCH_LOOP, PYTHON_SINGLE)
+        node = node.replace(NODE_BATCH_LOOP, NODE_SINGLE)
+    return {"python": python, "node": node}

@@ -3,9 +3,11 @@ Create destination card, the Destinations list), a destination's page with its d
 delivery's page with its events and attempts, and the admin actions.
 
 Views stay thin: find the object within the current tenant, validate a form, call a service.
-A generated secret is shown once, in the response to the POST that created it: it is never put
-in the session, the messages framework or a URL. Fragment views serve htmx polling: they render
-the same templates as the pages, only the part that refreshes.
+Create uses post/redirect/get: the created destination's id and its generated secret
+(encrypted) wait in the session for the next page, which takes them out, so the secret is shown
+once and a reload never submits twice. A rotated secret is shown in the response to the POST.
+Fragment views serve htmx polling: they render the same templates as the pages, only the part
+that refreshes.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from integrations import health, verification
+from integrations import crypto, health, verification
 from integrations.catalogue import EventType
-from integrations.explain import Explanation, explain
+from integrations.explain import Explanation, explain, explain_destination
 from integrations.forms import DestinationForm, RotateSecretForm, custom_headers_from_post
 from integrations.models import (
     Attempt,
@@ -38,6 +40,7 @@ from integrations.models import (
     DeliveryState,
     Destination,
     Health,
+    Provider,
     ResendJob,
     ResendJobState,
 )
@@ -50,9 +53,10 @@ from integrations.services import (
     destination_delete,
     destination_resend_all_failed,
     destination_rotate_secret,
-    destination_send_test,
     destination_set_active,
+    destination_test_queue,
     destination_update,
+    shown_test_result,
 )
 from portal import ratelimits
 from portal.filters import KeysetFilterForm, keyset_page, nearest_id
@@ -60,6 +64,8 @@ from portal.permissions import Capability, has_capability, require_capability
 from portal.redirects import redirect_to_next
 
 MASK = "••••••••"
+CREATED_KEY = "integrations.created"  # session: {"id": ..., "secret": encrypted or ""}
+OFFER_TEST_KEY = "integrations.offer_test"  # session: the id of a destination just saved
 FORM_FIELDS = CONFIG_FIELDS
 
 
@@ -294,7 +300,7 @@ def _health_summary(destinations: list[Destination]) -> list[dict]:
     for destination in destinations:
         value = str(destination.health)
         entry = summary.setdefault(
-            value, {"health": value, "label": destination.health_label, "count": 0}
+            value, {"health": value, "label": Health(value).label, "count": 0}
         )
         entry["count"] += 1
     return sorted(summary.values(), key=lambda entry: order.get(entry["health"], 0))
@@ -412,13 +418,16 @@ def _render_detail(
     generated_secret: str | None = None,
     delete_error: str = "",
     test_result: TestResult | None = None,
+    offer_test: bool = False,
     signature_form: SignatureCheckForm | None = None,
     signature_check: verification.SignatureCheck | None = None,
     status: int = 200,
 ) -> HttpResponse:
     can_manage = _can_manage(request)
     if rotate_form is None and can_manage:
-        rotate_form = RotateSecretForm()
+        rotate_form = RotateSecretForm(
+            scheme=destination.signature_scheme, provider=destination.provider
+        )
     now = timezone.now()
     previous_secret_until = None
     if (
@@ -442,6 +451,7 @@ def _render_detail(
     )
     context = {
         "destination": destination,
+        "health_explanation": explain_destination(destination),
         "event_type_labels": [labels.get(value, value) for value in destination.event_types],
         "custom_header_names": list(destination.custom_header_names),
         "mask": MASK,
@@ -453,6 +463,7 @@ def _render_detail(
         "has_failed": has_failed,
         "resend_job": _latest_resend_job(destination),
         "test_result": test_result,
+        "offer_test": offer_test and can_manage,
         "signature_form": signature_form or SignatureCheckForm(),
         "signature_check": signature_check,
         "sent_headers": verification.sent_headers(destination),
@@ -466,8 +477,26 @@ def _render_detail(
 # Pages ----------------------------------------------------------------------------------------
 @require_capability(Capability.VIEW_INTEGRATIONS)
 def index(request: HttpRequest) -> HttpResponse:
-    """Delivery health, the Create destination card (admins) and the Destinations list."""
-    return _render_index(request)
+    """Delivery health, the Create destination card (admins) and the Destinations list; right
+    after a Create, the new destination's secret (once) and Send test event."""
+    created, secret = _pop_created(request)
+    form = None
+    if _can_manage(request) and request.GET.get("provider") in Provider.values:
+        # Without JavaScript the provider links re-render the form for that provider.
+        form = _destination_form(request, initial={"provider": request.GET["provider"]})
+    return _render_index(request, form=form, created=created, generated_secret=secret)
+
+
+def _pop_created(request: HttpRequest) -> tuple[Destination | None, str | None]:
+    """The destination this session just created and its generated secret, taken out of the
+    session so that they show once."""
+    data = request.session.pop(CREATED_KEY, None)
+    if not isinstance(data, dict):
+        return None, None
+    created = Destination.objects.for_tenant(request.tenant).filter(pk=data.get("id")).first()
+    if created is None:
+        return None, None
+    return created, crypto.decrypt(data["secret"]) if data.get("secret") else None
 
 
 @require_capability(Capability.VIEW_INTEGRATIONS)
@@ -481,8 +510,8 @@ def live_fragment(request: HttpRequest) -> HttpResponse:
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
 def destination_create_view(request: HttpRequest) -> HttpResponse:
-    """Create a destination; the Integrations page is the response, so a generated secret is
-    shown once, here, and never stored anywhere it could be shown again."""
+    """Create a destination, then redirect to the Integrations page, which shows the generated
+    secret once and offers Send test event (post/redirect/get: a reload never posts again)."""
     form = _posted_destination_form(request)
     if not form.is_valid():
         return _render_index(
@@ -491,20 +520,28 @@ def destination_create_view(request: HttpRequest) -> HttpResponse:
     destination, generated = destination_create(
         tenant=request.tenant, actor=request.user, data={**form.cleaned_data}
     )
-    return _render_index(
-        request,
-        form=_destination_form(request),
-        created=destination,
-        generated_secret=generated,
-        status=201,
-    )
+    request.session[CREATED_KEY] = {
+        "id": str(destination.pk),
+        "secret": crypto.encrypt(generated) if generated else "",
+    }
+    return redirect(reverse("integrations:index") + "#create-destination")
 
 
 @require_capability(Capability.VIEW_DELIVERIES)
 def destination_detail(request: HttpRequest, destination_id) -> HttpResponse:
     """A destination's configuration (secrets never shown), its deliveries, the receiver guide
-    and the signature check; for admins, its actions."""
-    return _render_detail(request, _get_destination(request, destination_id))
+    and the signature check; for admins, its actions (after Save, Send test event first)."""
+    destination = _get_destination(request, destination_id)
+    offer_test = request.session.pop(OFFER_TEST_KEY, None) == str(destination.pk)
+    result = None
+    if _can_manage(request) and request.GET.get("test", "").isdigit():
+        test = _test_deliveries(request, destination).filter(pk=request.GET["test"]).first()
+        result = shown_test_result(test) if test is not None else None
+    return _render_detail(request, destination, test_result=result, offer_test=offer_test)
+
+
+def _test_deliveries(request: HttpRequest, destination: Destination) -> QuerySet:
+    return Delivery.objects.for_tenant(request.tenant).filter(destination=destination, is_test=True)
 
 
 @require_capability(Capability.VIEW_DELIVERIES)
@@ -539,11 +576,15 @@ def destination_edit(request: HttpRequest, destination_id) -> HttpResponse:
                 return _render_detail(
                     request, destination, generated_secret=destination.generated_secret
                 )
+            request.session[OFFER_TEST_KEY] = str(destination.pk)
             return redirect("integrations:destination_detail", destination_id=destination.pk)
         header_rows = _posted_header_rows(request, stored_names)
         status = 400
     else:
-        form = _destination_form(request, destination, initial=_initial_from(destination))
+        initial = _initial_from(destination)
+        if request.GET.get("provider") in Provider.values:
+            initial["provider"] = request.GET["provider"]  # the provider links, without JS
+        form = _destination_form(request, destination, initial=initial)
         header_rows = [HeaderRow(name=name, stored=True) for name in stored_names]
         status = 200
     context = {
@@ -577,7 +618,9 @@ def destination_activate(request: HttpRequest, destination_id) -> HttpResponse:
 def destination_rotate_secret_view(request: HttpRequest, destination_id) -> HttpResponse:
     """Rotate the signing secret; a generated one is shown once on this response."""
     destination = _get_destination(request, destination_id)
-    form = RotateSecretForm(request.POST, scheme=destination.signature_scheme)
+    form = RotateSecretForm(
+        request.POST, scheme=destination.signature_scheme, provider=destination.provider
+    )
     if not form.is_valid():
         return _render_detail(request, destination, rotate_form=form, status=400)
     destination, generated = destination_rotate_secret(
@@ -586,7 +629,7 @@ def destination_rotate_secret_view(request: HttpRequest, destination_id) -> Http
         new_secret=form.cleaned_data["secret"] or None,
         overlap_hours=form.cleaned_data["overlap_hours"],
     )
-    messages.success(request, "Secret rotated.")
+    messages.success(request, "HEC token replaced." if destination.is_splunk else "Secret rotated.")
     if generated is None:
         return redirect("integrations:destination_detail", destination_id=destination.pk)
     return _render_detail(request, destination, generated_secret=generated)
@@ -607,19 +650,36 @@ def destination_delete_view(request: HttpRequest, destination_id) -> HttpRespons
 # Delivery actions and pages --------------------------------------------------------------------
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
 def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResponse:
-    """Send one test event now and show the outcome in place: status, latency, response, fix."""
+    """Queue one test event for a worker; the result appears in place when it is known (htmx
+    polls it), or on the destination's page (without JavaScript)."""
     destination = _get_destination(request, destination_id)
     try:
         ratelimits.check(request, ratelimits.TEST_SEND, user_id=request.user.pk)
     except ratelimits.RateLimited as error:
         return ratelimits.too_many_requests(error)
-    result = destination_send_test(destination=destination, actor=request.user)
+    delivery = destination_test_queue(destination=destination, actor=request.user)
     if _is_htmx(request):
-        context = {"destination": destination, "test_result": result}
-        response = render(request, "integrations/_test_result.html", context)
+        context = {"destination": destination, "test_result": shown_test_result(delivery)}
+        return render(request, "integrations/_test_result.html", context)
+    url = reverse("integrations:destination_detail", kwargs={"destination_id": destination.pk})
+    return redirect(f"{url}?{urlencode({'test': delivery.pk})}#test-result")
+
+
+@require_capability(Capability.MANAGE_DESTINATIONS)
+def destination_test_result(request: HttpRequest, test_delivery_id: int):
+    """A test event's result, polled while the worker sends it."""
+    delivery = get_object_or_404(
+        Delivery.objects.for_tenant(request.tenant)
+        .filter(is_test=True)
+        .select_related("destination"),
+        pk=test_delivery_id,
+    )
+    result = shown_test_result(delivery)
+    context = {"destination": delivery.destination, "test_result": result}
+    response = render(request, "integrations/_test_result.html", context)
+    if not result.pending:
         response["HX-Trigger"] = "deliveries-changed"  # the list shows the test delivery now
-        return response
-    return _render_detail(request, destination, test_result=result)
+    return response
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)

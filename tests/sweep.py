@@ -35,6 +35,13 @@ def _sweep_delivery(setup) -> int:
     ).pk
 
 
+def _sweep_test_delivery(setup) -> int:
+    destination_id = OBJECT_BUILDERS["destination_id"](setup)
+    return Delivery.objects.create(
+        tenant=setup.tenant, destination_id=destination_id, is_test=True, event_count=1
+    ).pk
+
+
 def _sweep_resend_job(setup) -> int:
     destination_id = OBJECT_BUILDERS["destination_id"](setup)
     return ResendJob.objects.create(tenant=setup.tenant, destination_id=destination_id).pk
@@ -60,6 +67,7 @@ OBJECT_BUILDERS: dict[str, Callable] = {
     ),
     "delivery_id": _sweep_delivery,
     "job_id": _sweep_resend_job,
+    "test_delivery_id": _sweep_test_delivery,
 }
 
 

@@ -39,3 +39,15 @@ document.addEventListener("htmx:beforeSwap", (event) => {
     window.location.reload();
   }
 });
+// The destination form: show only the fields of the chosen provider (the server renders the
+// same choice for the page it sends, and offers links for it without JavaScript).
+function showProviderFields(select) {
+  const form = select.closest("form");
+  if (!form) return;
+  for (const element of form.querySelectorAll("[data-provider-only]")) {
+    element.hidden = element.dataset.providerOnly !== select.value;
+  }
+}
+document.addEventListener("change", (event) => {
+  if (event.target.matches("[data-provider-select]")) showProviderFields(event.target);
+});

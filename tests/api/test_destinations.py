@@ -27,6 +27,8 @@ DESTINATION_FIELDS = {
     "name",
     "endpoint_url",
     "provider",
+    "splunk_index",
+    "batching",
     "event_types",
     "min_severity",
     "include_child_tenants",
@@ -312,7 +314,7 @@ def test_send_test_reports_the_outcome(admin_api, tenant_a, fake_sender):
     assert body["ok"] is False
     assert body["status_code"] == 401
     assert body["response_excerpt"] == "bad key"
-    assert body["explanation"]["title"].startswith("401 Unauthorized")
+    assert body["explanation"]["title"].startswith("Authentication / Permission denied (HTTP 401)")
     assert len(fake_sender.sent) == 1
 
 

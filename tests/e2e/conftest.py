@@ -40,3 +40,16 @@ def browser_context_args(browser_context_args):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+TIME_TO_VALUE = ARTIFACTS / "time-to-value.txt"
+
+
+def pytest_sessionstart(session):
+    TIME_TO_VALUE.unlink(missing_ok=True)  # only this run's figure is shown
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Show the walkthrough's time to value (measured by the test) at the end of `make e2e`."""
+    if TIME_TO_VALUE.exists():
+        terminalreporter.write_line(TIME_TO_VALUE.read_text().strip())

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from integrations import engine, health, views
-from integrations.catalogue import EventType
+from integrations.catalogue import EXAMPLE_PAYLOADS, EventType
 from integrations.events import event_publish
 from integrations.models import (
     Attempt,
@@ -31,6 +31,7 @@ from integrations.models import (
     DeliveryEvent,
     DeliveryState,
     Destination,
+    Health,
     ResendJob,
     ResendJobState,
 )
@@ -38,7 +39,9 @@ from integrations.services import (
     destination_create,
     destination_rotate_secret,
     destination_set_active,
+    destination_test_queue,
     resend_job_run,
+    send_queued_test,
 )
 from integrations.signing import sign
 from integrations.verification import receiver_snippets
@@ -721,35 +724,92 @@ def test_another_tenants_delivery_is_404(tenant_a, tenant_b, client_for):
 
 
 # Send test event ---------------------------------------------------------------------------------
+def queued_test(destination) -> Delivery:
+    return Delivery.objects.get(destination=destination, is_test=True)
+
+
 def test_admin_sends_a_test_event_and_sees_the_outcome(tenant_a, client_for, hook, receiver):
     receiver.script([(200, {"Content-Type": "text/plain"}, "thanks <b>ok</b>")])
-    response = client_for(tenant_a.admin).post(action_url("destination_send_test", hook))
-    assert response.status_code == 200
-    result = re.search(r'<div id="test-result".*?</pre>', main_html(response), re.S).group(0)
+    admin = client_for(tenant_a.admin)
+    response = admin.post(action_url("destination_send_test", hook))
+    # Queued for a worker: the web request never holds the send.
+    delivery = queued_test(hook)
+    assert response.status_code == 302
+    assert response["Location"] == f"{detail_url(hook)}?test={delivery.pk}#test-result"
+    assert delivery.state == DeliveryState.PENDING and len(receiver) == 0
+    pending = main_html(admin.get(response["Location"]))
+    assert "Sending a test event…" in pending
+
+    send_queued_test(delivery.pk)  # what the worker runs
+
+    result = re.search(
+        r'<div id="test-result".*?</pre>', main_html(admin.get(response["Location"])), re.S
+    ).group(0)
     assert "Test event delivered</strong>" in result and "HTTP 200 in " in result
     assert "thanks &lt;b&gt;ok&lt;/b&gt;" in result
     [request] = receiver.received
-    assert request.signature_ok and request.json["events"][0]["event"]["test"] is True
+    [event] = request.json["events"]
+    assert request.signature_ok and event["event"]["test"] is True
+    # A realistic sample of a type the destination forwards (the catalogue's example).
+    assert event["event_type"] == hook.event_types[0]
+    assert event["event"]["detection"] == EXAMPLE_PAYLOADS[EventType.DETECTION_ALERT]["detection"]
     assert AuditEntry.objects.filter(
         tenant=tenant_a.tenant, action="destination.test_sent"
     ).exists()
-    delivery = Delivery.objects.get(destination=hook, is_test=True)
+    delivery.refresh_from_db()
     assert delivery.state == DeliveryState.DELIVERED
+    hook.refresh_from_db()  # a delivered test is proof of health
+    assert hook.health == Health.HEALTHY and hook.last_success_at is not None
 
 
 def test_a_failed_test_event_explains_what_to_do(tenant_a, client_for, hook, receiver):
     receiver.script([(401, {"Content-Type": "text/html"}, XSS_RESPONSE)])
-    response = client_for(tenant_a.admin).post(
-        action_url("destination_send_test", hook), HTTP_HX_REQUEST="true"
-    )
+    admin = client_for(tenant_a.admin)
+    response = admin.post(action_url("destination_send_test", hook), HTTP_HX_REQUEST="true")
     body = response.content.decode()
+    delivery = queued_test(hook)
+    poll_url = reverse(
+        "integrations:destination_test_result", kwargs={"test_delivery_id": delivery.pk}
+    )
     assert response.status_code == 200
     assert body.lstrip().startswith('<div id="test-result"') and "<html" not in body
+    assert f'hx-get="{poll_url}"' in body and "Sending a test event…" in body
+
+    send_queued_test(delivery.pk)
+
+    response = admin.get(poll_url, HTTP_HX_REQUEST="true")
+    body = response.content.decode()
     assert response["HX-Trigger"] == "deliveries-changed"  # the list refreshes at once
+    assert "hx-get" not in body  # polling stops once the result is known
     assert "Test event failed</strong>" in body and "HTTP 401" in body
-    assert "401 Unauthorized: your endpoint rejected our credentials." in body
-    assert "Check the custom headers (API key, token) your endpoint expects." in body
+    assert "Authentication / Permission denied (HTTP 401)" in body
+    assert "Check the credentials your endpoint expects" in body
     assert XSS_RESPONSE not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    hook.refresh_from_db()  # nothing real was sent yet: the health names the problem
+    assert hook.health == Health.AUTH_DENIED
+
+
+def test_a_failed_test_does_not_overrule_the_streams_health(tenant_a, hook, receiver):
+    publish(tenant_a.tenant)
+    receiver.script([200, 404])
+    engine.drain(hook.pk)
+    send_queued_test(destination_test_queue(destination=hook, actor=tenant_a.admin).pk)
+    hook.refresh_from_db()
+    assert hook.health == Health.HEALTHY
+
+
+def test_the_test_result_is_only_for_admins_of_the_tenant(
+    tenant_a, tenant_b, client_for, hook, receiver
+):
+    delivery = destination_test_queue(destination=hook, actor=tenant_a.admin)
+    url = reverse("integrations:destination_test_result", kwargs={"test_delivery_id": delivery.pk})
+    assert client_for(tenant_a.admin).get(url).status_code == 200
+    for role in READ_ONLY_ROLES:
+        assert client_for(tenant_a.user(role)).get(url).status_code == 403
+    assert client_for(tenant_b.admin).get(url).status_code == 404
+    stream = add_delivery(hook, DeliveryState.DELIVERED)  # not a test: not shown here
+    other = reverse("integrations:destination_test_result", kwargs={"test_delivery_id": stream.pk})
+    assert client_for(tenant_a.admin).get(other).status_code == 404
 
 
 def test_send_test_page_offers_the_htmx_swap(tenant_a, client_for, hook):
@@ -1163,6 +1223,8 @@ def test_no_page_shows_a_secret_or_a_custom_header_value(
     admin = client_for(tenant_a.admin)
     admin.post(action_url("destination_send_test", hook))
     admin.post(action_url("destination_send_test", splunk))
+    for delivery in Delivery.objects.filter(is_test=True):
+        send_queued_test(delivery.pk)
     job = ResendJob.objects.create(tenant=tenant_a.tenant, destination=hook)
     client = client_for(tenant_a.user(role))
     responses = [
@@ -1177,7 +1239,14 @@ def test_no_page_shows_a_secret_or_a_custom_header_value(
         responses.append(page(client, "delivery_detail", delivery_id=delivery.pk))
     responses.append(page(client, "resend_job_status", job_id=job.pk))
     if role == "admin":
-        responses.append(client.post(action_url("destination_send_test", splunk)))
+        send = client.post(action_url("destination_send_test", splunk), HTTP_HX_REQUEST="true")
+        responses.append(send)
+        for delivery in Delivery.objects.filter(is_test=True, state=DeliveryState.PENDING):
+            send_queued_test(delivery.pk)
+            url = reverse(
+                "integrations:destination_test_result", kwargs={"test_delivery_id": delivery.pk}
+            )
+            responses.append(client.get(url))
     assert Attempt.objects.filter(delivery__destination=splunk).count() >= 2
     for response in responses:
         assert response.status_code == 200, response.request["PATH_INFO"]

@@ -105,6 +105,14 @@ def create_url() -> str:
     return reverse("integrations:destination_create")
 
 
+def create(client, data: dict):
+    """Post the Create destination form (post/redirect/get) and follow to the page it shows."""
+    response = client.post(create_url(), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert response["Location"] == reverse("integrations:index") + "#create-destination"
+    return client.get(response["Location"])
+
+
 def url(name: str, destination: Destination) -> str:
     return reverse(f"integrations:{name}", kwargs={"destination_id": destination.pk})
 
@@ -248,8 +256,8 @@ def test_include_child_accounts_is_saved_when_the_tenant_has_children(tenant_a, 
 # Create ----------------------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_admin_creates_a_destination(tenant_a, client_for):
-    response = client_for(tenant_a.admin).post(create_url(), form_data())
-    assert response.status_code == 201
+    response = create(client_for(tenant_a.admin), form_data())
+    assert response.status_code == 200
     destination = Destination.objects.get()
     assert destination.tenant == tenant_a.tenant
     assert destination.name == "Tenant SOC webhook"
@@ -277,8 +285,7 @@ def test_create_saves_every_option(tenant_a, client_for):
         skip_tls_verify="on",
         active="",
     )
-    response = client_for(tenant_a.admin).post(create_url(), data)
-    assert response.status_code == 201
+    response = create(client_for(tenant_a.admin), data)
     destination = Destination.objects.get()
     assert destination.secret() == GIVEN_SECRET
     assert destination.provider == "splunk_hec"
@@ -298,8 +305,11 @@ def test_create_saves_every_option(tenant_a, client_for):
 @pytest.mark.django_db
 def test_generated_secret_is_shown_once(tenant_a, client_for):
     client = client_for(tenant_a.admin)
-    response = client.post(create_url(), form_data())
+    posted = client.post(create_url(), form_data())
     secret = Destination.objects.get().secret()
+    assert secret not in posted.content.decode() and secret not in posted["Location"]
+    assert secret not in str(dict(client.session))  # kept encrypted until shown
+    response = client.get(posted["Location"])
     html = response.content.decode()
     assert re.fullmatch(r"[0-9a-f]{64}", secret)
     assert html.count(secret) == 1
@@ -318,8 +328,30 @@ def test_generated_secret_is_shown_once(tenant_a, client_for):
 
 
 @pytest.mark.django_db
+def test_a_reload_after_create_neither_posts_again_nor_shows_the_secret(tenant_a, client_for):
+    client = client_for(tenant_a.admin)
+    first = create(client, form_data())
+    secret = Destination.objects.get().secret()
+    assert secret in first.content.decode()
+    reload = client.get(reverse("integrations:index"))
+    html = reload.content.decode()
+    assert secret not in html and "Destination created." not in html
+    assert Destination.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_create_offers_send_test_event_for_the_new_destination(tenant_a, client_for):
+    response = create(client_for(tenant_a.admin), form_data())
+    destination = Destination.objects.get()
+    created = card(response, "create-destination")
+    send = url("destination_send_test", destination)
+    assert f'<form method="post" action="{send}" hx-post="{send}"' in created
+    assert "Send test event</button>" in created and '<div id="test-result"' in created
+
+
+@pytest.mark.django_db
 def test_the_form_is_blank_again_after_a_create(tenant_a, client_for):
-    response = client_for(tenant_a.admin).post(create_url(), form_data())
+    response = create(client_for(tenant_a.admin), form_data())
     create_card = card(response, "create-destination")
     assert 'name="name" value="Tenant SOC webhook"' not in create_card
 
@@ -423,7 +455,7 @@ def test_allowed_private_target_is_accepted_in_development(tenant_a, client_for,
     response = client_for(tenant_a.admin).post(
         create_url(), form_data(endpoint_url="http://127.0.0.1:8765/hook")
     )
-    assert response.status_code == 201
+    assert response.status_code == 302
     assert Destination.objects.get().endpoint_url == "http://127.0.0.1:8765/hook"
 
 
@@ -511,7 +543,7 @@ def test_duplicate_name_is_refused(tenant_a, client_for):
 def test_the_same_name_is_fine_in_another_tenant(tenant_a, tenant_b, client_for):
     make_destination(tenant_b, name="Tenant SOC webhook")
     response = client_for(tenant_a.admin).post(create_url(), form_data())
-    assert response.status_code == 201
+    assert response.status_code == 302
 
 
 @pytest.mark.django_db
