@@ -38,8 +38,10 @@ clean:
 chaos: $(STAMP)
 	$(PY) -m chaos.run $(CHAOS_ARGS)
 
+# The delivery and page measurements, then publishing throughput (issue 12's table).
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.publish_bench $(PUBLISH_BENCH_ARGS)
 
 # The browser walkthrough needs Debian's Chromium (Playwright's own download cannot work here).
 e2e: $(STAMP)

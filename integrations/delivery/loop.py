@@ -30,7 +30,13 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.utils import timezone
 
 from integrations import engine
@@ -103,6 +109,14 @@ class DeliveryLoop:
             engine.forget_owner()
             connection.close()
 
+    def _reconnect(self) -> None:
+        """After a lost database session: a new connection, owner key and slot lock."""
+        engine.forget_owner()
+        connection.close()
+        self.key = engine.owner_key()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [engine.SLOT_LOCK_NS, self.slot])
+
     def _heartbeat(self, counters: dict[str, int]) -> None:
         now = timezone.now()
         DeliveryWorker.objects.update_or_create(
@@ -144,6 +158,8 @@ class DeliveryLoop:
     def _record(self, results):
         try:
             return engine.record_many(results)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the loop keeps the outcomes and tries again
         except Exception:
             # One bad outcome must not block the others: record them one by one.
             logger.exception("recording %d outcomes failed; recording one by one", len(results))
@@ -202,7 +218,11 @@ class DeliveryLoop:
         if not self.finished:
             return
         results, self.finished = self.finished, []
-        recorded = await self.db(self._record, results)
+        try:
+            recorded = await self.db(self._record, results)
+        except (OperationalError, InterfaceError):
+            self.finished = results + self.finished
+            raise
         self.attempts += len(results)
         for item in recorded:
             self.counters[f"attempts_{item.action}"] += 1
@@ -266,13 +286,21 @@ class DeliveryLoop:
         try:
             while not stopping() and time.monotonic() < end:
                 self.kick.clear()
-                await self._flush()
-                free = self.capacity - len(self.in_flight)
-                claimed = 0
-                if free > 0:
-                    claims, _ = await self.db(self._claim, free)
-                    self._start(claims)
-                    claimed = len(claims)
+                try:
+                    await self._flush()
+                    free = self.capacity - len(self.in_flight)
+                    claimed = 0
+                    if free > 0:
+                        claims, _ = await self.db(self._claim, free)
+                        self._start(claims)
+                        claimed = len(claims)
+                except (OperationalError, InterfaceError):
+                    # The database restarted: sends in flight go on; reconnect and carry on.
+                    logger.warning("database unavailable; reconnecting", exc_info=True)
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(OperationalError, InterfaceError):
+                        await self.db(self._reconnect)
+                    continue
                 if claimed and claimed == free:
                     await asyncio.sleep(0)  # more may be due: claim again once a place frees
                     if len(self.in_flight) < self.capacity:
@@ -310,14 +338,16 @@ class DeliveryLoop:
             if stopping():
                 wait = min(wait, max(0.0, SHUTDOWN_GRACE_SECONDS))
             await asyncio.wait(pending, timeout=min(wait, 1.0))
-            await self._flush()
+            with contextlib.suppress(OperationalError, InterfaceError):
+                await self._flush()
             if stopping() and time.monotonic() >= deadline:
                 break
         for task in list(self.in_flight.values()):
             task.cancel()
         if self.in_flight:
             await asyncio.wait(list(self.in_flight.values()), timeout=1.0)
-        await self._flush()
+        with contextlib.suppress(OperationalError, InterfaceError):
+            await self._flush()  # else the leases expire and the attempts count as lost
 
 
 def run_loop(*, capacity: int | None = None, slice_seconds: float | None = None) -> LoopResult:
