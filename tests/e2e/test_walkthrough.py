@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from integrations.events import event_publish
 from integrations.models import Destination
 from integrations.receiver import verify_signature
-from tests.processes import Cluster, child_env, shell, wait_until
+from tests.processes import Cluster, child_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +35,10 @@ def stack(transactional_db, live_server, receiver, settings):
     settings.WEBHOOK_ALLOWED_PRIVATE_TARGETS = [f"127.0.0.1:{receiver.port}"]
     settings.DEMO_PASSWORD = PASSWORD
     call_command("demo")
-    env = child_env(receivers=[receiver])
+    # The cluster reads the broker this test process (the live server) queues on: Redis when
+    # REDIS_URL is set (as in CI), else the ORM broker. Workers start the delivery loops.
+    env = child_env(receivers=[receiver], redis_url=settings.REDIS_URL or None)
     cluster = Cluster(env).start()
-    shell(env, "from django_q.tasks import async_task; async_task('integrations.tasks.sweep_loop')")
     yield {"url": live_server.url, "receiver": receiver, "env": env}
     cluster.stop()
 
