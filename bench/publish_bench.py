@@ -30,23 +30,19 @@ import json
 import os
 import platform
 import secrets
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from contextlib import suppress
 from pathlib import Path
+
+from bench.common import end_group, free_port, median
+from scripts.devdb import EmbeddedPostgres
+from scripts.stack import LocalStack, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from devdb import EmbeddedPostgres  # noqa: E402
-from stack import LocalStack, wait_until  # noqa: E402
 
 PYTHON = sys.executable
 TENANT = "bench-pub"
@@ -62,30 +58,6 @@ MAX_REQUESTS = 1_000_000
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def end_group(process: subprocess.Popen, timeout: float = 10) -> None:
-    """Stop a child we started in its own session (gunicorn and its workers), by PID."""
-    if process.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 # Measurements ---------------------------------------------------------------------------------
