@@ -90,6 +90,9 @@ class DeliveryLoop:
         close_old_connections()
         self.key = engine.owner_key()
         with connection.cursor() as cursor:
+            # Claims and records need not wait for their WAL flush: a commit lost in a crash
+            # only means a batch is sent again (delivery is at least once), never lost.
+            cursor.execute("SET synchronous_commit TO OFF")
             for slot in range(max(1, settings.WEBHOOK_DELIVERY_LOOPS)):
                 cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [engine.SLOT_LOCK_NS, slot])
                 if cursor.fetchone()[0]:
@@ -115,6 +118,7 @@ class DeliveryLoop:
         connection.close()
         self.key = engine.owner_key()
         with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO OFF")
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [engine.SLOT_LOCK_NS, self.slot])
 
     def _heartbeat(self, counters: dict[str, int]) -> None:
