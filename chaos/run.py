@@ -48,7 +48,6 @@ SETTLE = 5.0  # seconds after an action before its effect must be visible
 TENANT_SLUG = "chaos"
 PROGRESS_EVERY = 5.0
 LOOP_PAUSE = 0.2
-SWEEP_LOCK = 0x5EE9  # integrations.engine.SWEEP_LOCK (the sweeper's advisory lock)
 
 SETUP = """
 import json
@@ -668,14 +667,13 @@ def diagnose(run: Run, figures: dict) -> list[str]:
             )
     rows = try_query(
         run.stack,
-        "SELECT (SELECT count(*) FROM django_q_ormq), (SELECT count(*) FROM pg_locks "
-        "WHERE locktype = 'advisory' AND objid = %s)",
-        (SWEEP_LOCK,),
+        "SELECT (SELECT count(*) FROM django_q_ormq), (SELECT count(*) FROM "
+        "integrations_deliveryworker WHERE stopped_at IS NULL "
+        "AND heartbeat_at > now() - interval '30 seconds')",
+        (),
     )
     if rows:
-        lines.append(
-            f"  tasks in the ORM queue: {rows[0][0]}; sweeper holding its lock: {bool(rows[0][1])}"
-        )
+        lines.append(f"  tasks in the ORM queue: {rows[0][0]}; live delivery loops: {rows[0][1]}")
     return lines
 
 

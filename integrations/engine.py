@@ -27,7 +27,7 @@ import logging
 import random
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
@@ -55,7 +55,6 @@ NOTIFY_CHANNEL = "oneprotect_delivery"
 # Advisory lock namespaces (the first of two int4 keys).
 OWNER_LOCK_NS = 0x0E1
 SLOT_LOCK_NS = 0x0E2
-SWEEP_LOCK = 0x5EE9  # the sweep is run by one loop at a time (and by `sweep()` in tests)
 
 
 # Wake-ups -----------------------------------------------------------------------------------
@@ -126,12 +125,7 @@ class Claim:
     envelope_texts: list[str]  # each event's envelope as JSON text, built by PostgreSQL
     lease_owner: str
     request: PreparedRequest | None = None
-    held: bool = False
-    ever_succeeded: bool = True
-    permanent_in_a_row: int = 0
-    failed_in_row: int = 0
     error: str = ""  # set when the request could not even be prepared
-    notes: list[str] = field(default_factory=list)
 
     @property
     def timeout(self) -> float:
@@ -355,10 +349,6 @@ def _claim(destination: Destination, delivery: Delivery, owner: str) -> Claim:
         delivery=delivery,
         envelope_texts=[],
         lease_owner=owner,
-        held=destination.held_since is not None,
-        ever_succeeded=destination.last_success_at is not None,
-        permanent_in_a_row=destination.permanent_failures_in_row,
-        failed_in_row=destination.failed_attempts_in_row,
     )
 
 
@@ -569,6 +559,8 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
         return []
     policy = Policy.from_settings()
     done: list[Recorded] = []
+    # Built (and their excerpts masked: decrypting secrets) before the destination locks.
+    rows_built = [_attempt_row(c.delivery, o, c.destination) for c, o in results]
     with transaction.atomic(), connection.cursor() as cursor:
         # Destinations first, in id order: publishers and the delete service lock them too.
         cursor.execute(DEST_LOCK_SQL, [sorted({str(c.destination.pk) for c, _ in results})])
@@ -578,17 +570,17 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
         delivery_updates: list[list] = []
         destination_updates: dict = {}
         finished: list[tuple[Claim, Delivery]] = []
-        for claim, outcome in results:
+        for (claim, outcome), attempt in zip(results, rows_built, strict=True):
             row = rows.get(claim.destination.pk)
             if row is None:  # deleted meanwhile: its deliveries went with it
                 done.append(Recorded("gone"))
                 continue
             if row["lease_owner"] != claim.lease_owner:
                 # Our lease was taken over: keep the attempt as history, change nothing else.
-                attempts.append(_attempt_row(claim.delivery, outcome, claim.destination))
+                attempts.append(attempt)
                 done.append(Recorded("fenced", claim.delivery))
                 continue
-            attempts.append(_attempt_row(claim.delivery, outcome, claim.destination))
+            attempts.append(attempt)
             recorded = _apply(policy, claim, outcome, row, destination_updates)
             if recorded.action == Action.SPLIT:
                 _split(cursor, recorded.delivery)
