@@ -21,8 +21,8 @@ from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from integrations import outbox
 from integrations.catalogue import EventType, Severity
+from integrations.delivery import outbox
 from integrations.models import Destination, Event
 from portal.models import Tenant
 

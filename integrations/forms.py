@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinLengthValidator
 
 from integrations.catalogue import EventType, Severity
+from integrations.delivery.signing import generate_secret_for, whsec_is_valid
 from integrations.models import (
     DEFAULT_SIGNATURE_HEADER,
     Batching,
@@ -18,7 +19,6 @@ from integrations.models import (
     SignatureScheme,
 )
 from integrations.redaction import origin
-from integrations.signing import generate_secret_for, whsec_is_valid
 from integrations.url_safety import validate_endpoint_url
 
 # RFC 9110 token characters.

@@ -15,9 +15,17 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import SECRET_MARK, diff, lock_chain, record
-from integrations import engine
-from integrations.catalogue import SEVERITY_RANK
-from integrations.engine import describe_failure
+from integrations import jobs
+from integrations.catalogue import EXAMPLE_PAYLOADS, SEVERITY_RANK, EventType
+from integrations.delivery import queue
+from integrations.delivery.record import describe_failure, record_attempt
+from integrations.delivery.sender import Outcome, get_sender
+from integrations.delivery.signing import (
+    event_envelope,
+    generate_secret_for,
+    prepare,
+    serialize_body,
+)
 from integrations.explain import Explanation, explain
 from integrations.models import (
     DEFAULT_SIGNATURE_HEADER,
@@ -29,8 +37,6 @@ from integrations.models import (
     ResendJobState,
 )
 from integrations.redaction import destination_secret_values, mask_echoed_secrets, mask_query
-from integrations.sender import Outcome, get_sender
-from integrations.signing import generate_secret_for
 from portal.models import Tenant
 
 CONFIG_FIELDS = [
@@ -169,7 +175,7 @@ def destination_set_active(*, destination: Destination, actor, active: bool) -> 
 
 def _resume(destination: Destination) -> None:
     """Make the destination's waiting work due now and wake a worker after commit."""
-    engine.mark_due_now(destination.pk)
+    queue.mark_due_now(destination.pk)
 
 
 @transaction.atomic
@@ -238,7 +244,6 @@ class TestResult:
 
 
 # The task that sends a queued test event (django-q2 imports it by this path).
-TEST_TASK = "integrations.services.send_queued_test"
 # A test never outlives the worker's task timeout: django-q2 kills it without recording.
 TEST_TASK_MARGIN_SECONDS = 20
 
@@ -246,8 +251,6 @@ TEST_TASK_MARGIN_SECONDS = 20
 def sample_event_envelope(destination: Destination, now) -> dict:
     """A realistic sample of an event type the destination forwards (the catalogue's
     example), marked as a test so that receivers can tell it apart."""
-    from integrations.catalogue import EXAMPLE_PAYLOADS, EventType
-    from integrations.signing import event_envelope
 
     forwarded = [value for value in EventType.values if value in destination.event_types]
     event_type = forwarded[0] if forwarded else EventType.SYSTEM_HEALTH
@@ -295,11 +298,8 @@ def _test_delivery_create(*, destination: Destination, actor) -> Delivery:
 
 def destination_test_queue(*, destination: Destination, actor) -> Delivery:
     """Queue one test event: a worker sends it; the page polls the test delivery's state."""
-    from django_q.tasks import async_task
-
     delivery = _test_delivery_create(destination=destination, actor=actor)
-    if settings.WEBHOOK_ENQUEUE:
-        transaction.on_commit(partial(async_task, TEST_TASK, delivery.pk, save=False))
+    transaction.on_commit(partial(jobs.enqueue_test_send, delivery.pk))
     return delivery
 
 
@@ -314,7 +314,6 @@ def destination_send_test(*, destination: Destination, actor) -> TestResult:
 def send_queued_test(delivery_id: int, *, timeout: float | None = None) -> TestResult:
     """Send a queued test event (one attempt, the destination's timeout) and record the
     outcome; a delivered test also marks the destination healthy. Not part of the stream."""
-    from integrations.signing import prepare, serialize_body
 
     delivery = Delivery.objects.select_related("destination__tenant").get(pk=delivery_id)
     if delivery.state != DeliveryState.PENDING:
@@ -337,7 +336,7 @@ def send_queued_test(delivery_id: int, *, timeout: float | None = None) -> TestR
         delivery.failure_reason = "" if outcome.ok else describe_failure(outcome)[:300]
         delivery.finished_at = now
         delivery.save()
-        engine.record_attempt(delivery, outcome)
+        record_attempt(delivery, outcome)
         _health_from_test(destination, outcome, now)
     return TestResult(
         delivery,
@@ -410,7 +409,7 @@ def delivery_resend(*, delivery: Delivery, actor) -> Delivery:
         raise NotResendable("Only failed deliveries can be resent.")
     _reopen(delivery)
     delivery.save()
-    engine.mark_due_now(delivery.destination_id)
+    queue.mark_due_now(delivery.destination_id)
     record(
         tenant=delivery.tenant,
         actor=actor,
@@ -438,9 +437,7 @@ def destination_resend_all_failed(*, destination: Destination, actor) -> ResendJ
         target=destination,
         after={"failed_deliveries": total},
     )
-    from integrations.tasks import enqueue_resend_job
-
-    transaction.on_commit(partial(enqueue_resend_job, job.pk))
+    transaction.on_commit(partial(jobs.enqueue_resend_job, job.pk))
     return job
 
 
@@ -475,7 +472,7 @@ def resend_job_run(job_id: int, *, chunk: int = 500) -> ResendJob:
             )
             ResendJob.objects.filter(pk=job_id).update(done=F("done") + len(batch))
             if batch:
-                engine.mark_due_now(job.destination_id)
+                queue.mark_due_now(job.destination_id)
         if len(batch) < chunk:
             break
     ResendJob.objects.filter(pk=job_id).update(

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from integrations.models import Batching, Destination, Provider, SignatureScheme
-from integrations.signing import (
+from integrations.delivery.signing import (
     DELIVERY_HEADER,
     TIMESTAMP_HEADER,
     WEBHOOK_ID_HEADER,
@@ -28,6 +27,7 @@ from integrations.signing import (
     sign,
     sign_standard,
 )
+from integrations.models import Batching, Destination, Provider, SignatureScheme
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_SIGNATURE_CHARS = 4096

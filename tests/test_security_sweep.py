@@ -104,8 +104,8 @@ def test_sweep_of_the_signing_audit_and_abuse_points(tenant_a, settings):
     from audit.models import AuditEntry, canonical_bytes
     from audit.services import record
     from integrations import url_safety
+    from integrations.delivery.signing import prepare
     from integrations.services import destination_create
-    from integrations.signing import prepare
 
     secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
     destination, _ = destination_create(

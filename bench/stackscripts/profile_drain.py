@@ -2,7 +2,7 @@
 
 1. the statements of one deliver_one() (CaptureQueriesContext);
 2. claim / send / record timed separately, wall and CPU (time.process_time), no profiler;
-3. engine.drain under cProfile (cumulative and internal time).
+3. drain.drain under cProfile (cumulative and internal time).
 """
 
 import cProfile
@@ -16,13 +16,13 @@ import time
 from django.db import connection, reset_queries
 from django.test.utils import CaptureQueriesContext
 
-from integrations import engine
+from integrations.delivery import drain, record
 
 params = json.loads(os.environ["BENCH_PARAMS"])
 destination_id = params["destination_id"]
 
 with CaptureQueriesContext(connection) as captured:
-    engine.deliver_one(destination_id)
+    drain.deliver_one(destination_id)
 queries = [
     {"ms": round(float(q["time"]) * 1000, 2), "sql": " ".join(q["sql"].split())[:300]}
     for q in captured.captured_queries
@@ -47,13 +47,13 @@ pg_before, loop_started = backend_cpu(), time.process_time()
 cpu = {"claim": [], "send": [], "record": []}
 for _ in range(int(params["phase_batches"])):
     w0, c0 = time.perf_counter(), time.process_time()
-    claim = engine.claim_batch(destination_id)
+    claim = drain.claim_batch(destination_id)
     w1, c1 = time.perf_counter(), time.process_time()
     if claim is None:
         break
-    outcome = engine.send_claim(claim)
+    outcome = drain.send_claim(claim)
     w2, c2 = time.perf_counter(), time.process_time()
-    engine.record_outcome(claim, outcome)
+    record.record_outcome(claim, outcome)
     w3, c3 = time.perf_counter(), time.process_time()
     for name, wall, used in (("claim", w1 - w0, c1 - c0), ("send", w2 - w1, c2 - c1)):
         phases[name].append(wall * 1000)
@@ -76,7 +76,7 @@ timing["postgres"] = {"n": cycles, "cpu_ms_mean": pg_cpu * 1000 / cycles if cycl
 profiler = cProfile.Profile()
 started = time.perf_counter()
 profiler.enable()
-batches = engine.drain(destination_id, max_batches=int(params["batches"]), max_seconds=60.0)
+batches = drain.drain(destination_id, max_batches=int(params["batches"]), max_seconds=60.0)
 profiler.disable()
 elapsed = time.perf_counter() - started
 text = io.StringIO()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -38,8 +39,10 @@ from django.db import (
     transaction,
 )
 from django.utils import timezone
+from django_q.cluster import Sentinel
 
-from integrations import engine
+from integrations import jobs
+from integrations.delivery import queue, record
 from integrations.delivery.client import AsyncSender, Outcome
 from integrations.models import DeliveryWorker, ErrorKind
 
@@ -73,7 +76,7 @@ class DeliveryLoop:
         self.db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
         self.sender = AsyncSender()
         self.in_flight: dict[Any, asyncio.Task] = {}
-        self.finished: list[tuple[engine.Claim, Outcome]] = []
+        self.finished: list[tuple[queue.Claim, Outcome]] = []
         self.kick = asyncio.Event()
         self.counters: Counter[str] = Counter()
         self.attempts = 0
@@ -88,13 +91,13 @@ class DeliveryLoop:
 
     def _take_slot(self) -> int | None:
         close_old_connections()
-        self.key = engine.owner_key()
+        self.key = queue.owner_key()
         with connection.cursor() as cursor:
             # Claims and records need not wait for their WAL flush: a commit lost in a crash
             # only means a batch is sent again (delivery is at least once), never lost.
             cursor.execute("SET synchronous_commit TO OFF")
             for slot in range(max(1, settings.WEBHOOK_DELIVERY_LOOPS)):
-                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [engine.SLOT_LOCK_NS, slot])
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [queue.SLOT_LOCK_NS, slot])
                 if cursor.fetchone()[0]:
                     return slot
         return None
@@ -109,17 +112,17 @@ class DeliveryLoop:
         except Exception:
             logger.warning("could not release the loop's locks", exc_info=True)
         finally:
-            engine.forget_owner()
+            queue.forget_owner()
             connection.close()
 
     def _reconnect(self) -> None:
         """After a lost database session: a new connection, owner key and slot lock."""
-        engine.forget_owner()
+        queue.forget_owner()
         connection.close()
-        self.key = engine.owner_key()
+        self.key = queue.owner_key()
         with connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit TO OFF")
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [engine.SLOT_LOCK_NS, self.slot])
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [queue.SLOT_LOCK_NS, self.slot])
 
     def _heartbeat(self, counters: dict[str, int]) -> None:
         now = timezone.now()
@@ -149,19 +152,19 @@ class DeliveryLoop:
                     [names, [counters[n] for n in names]],
                 )
         if self.slot == 0:
-            engine.sweep()
+            queue.sweep()
             DeliveryWorker.objects.filter(
                 heartbeat_at__lt=now - timezone.timedelta(days=1)
             ).delete()
 
     def _claim(self, limit: int):
-        claims, lost = engine.claim_many(owner=self.key, limit=limit)
-        engine.record_lost(lost)
+        claims, lost = queue.claim_many(owner=self.key, limit=limit)
+        record.record_lost(lost)
         return claims, len(lost)
 
     def _record(self, results):
         try:
-            return engine.record_many(results)
+            return record.record_many(results)
         except (OperationalError, InterfaceError):
             raise  # the database is away: the loop keeps the outcomes and tries again
         except Exception:
@@ -170,17 +173,17 @@ class DeliveryLoop:
             recorded = []
             for result in results:
                 try:
-                    recorded += engine.record_many([result])
+                    recorded += record.record_many([result])
                 except Exception:
                     logger.exception("could not record an outcome; its lease will expire")
             return recorded
 
     # Sending -------------------------------------------------------------------------------
-    async def _send(self, claim: engine.Claim) -> None:
+    async def _send(self, claim: queue.Claim) -> None:
         started = time.perf_counter()
         try:
             if claim.request is None:
-                outcome = engine.failed_outcome(claim, claim.error or "Could not prepare.")
+                outcome = record.failed_outcome(claim, claim.error or "Could not prepare.")
             else:
                 # The client bounds the attempt; this outer bound only guards the guard.
                 outcome = await asyncio.wait_for(
@@ -188,14 +191,14 @@ class DeliveryLoop:
                     timeout=claim.timeout + 1.0,
                 )
         except asyncio.CancelledError:
-            outcome = engine.failed_outcome(claim, INTERRUPTED_DETAIL)
+            outcome = record.failed_outcome(claim, INTERRUPTED_DETAIL)
             outcome.interrupted = True
             outcome.request_headers = claim.request.shown_headers if claim.request else {}
             self.finished.append((claim, outcome))
             raise
         except Exception as error:  # never leave a claim without an outcome
             logger.exception("unexpected error sending to %s", claim.destination.pk)
-            outcome = engine.failed_outcome(
+            outcome = record.failed_outcome(
                 claim,
                 f"Unexpected error during the attempt ({type(error).__name__}).",
                 ErrorKind.TIMEOUT if isinstance(error, TimeoutError) else ErrorKind.OTHER,
@@ -211,7 +214,7 @@ class DeliveryLoop:
             if seconds <= bound:
                 self.counters[f"attempt_duration_le_{bound:g}"] += 1
 
-    def _start(self, claims: list[engine.Claim]) -> None:
+    def _start(self, claims: list[queue.Claim]) -> None:
         for claim in claims:
             task = asyncio.create_task(self._send(claim))
             key = claim.destination.pk
@@ -242,7 +245,7 @@ class DeliveryLoop:
             try:
                 aconn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
                 async with aconn:
-                    await aconn.execute(f"LISTEN {engine.NOTIFY_CHANNEL}")
+                    await aconn.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
                     delay = 0.5
                     self.kick.set()  # anything published while we were not listening
                     async for _ in aconn.notifies():
@@ -311,7 +314,7 @@ class DeliveryLoop:
                         continue
                 wait = min(poll, max(0.0, end - time.monotonic()))
                 if not claimed and not self.finished:
-                    wait = max(0.05, min(wait, await self.db(engine.next_due_in, wait)))
+                    wait = max(0.05, min(wait, await self.db(queue.next_due_in, wait)))
                 if self.finished:
                     continue
                 await self._wait(wait)
@@ -378,10 +381,8 @@ def on_worker_spawn(sender=None, proc_name: str = "", **kwargs) -> None:
         logger.warning("worker %s: cannot see its cluster's stop event", proc_name)
     signal.signal(signal.SIGTERM, _worker_sigterm)
     if settings.WEBHOOK_ENQUEUE:
-        from integrations import tasks
-
         try:
-            tasks.enqueue_delivery_loop()
+            jobs.enqueue_delivery_loop()
         except Exception:
             logger.warning("could not queue a delivery loop at worker start", exc_info=True)
 
@@ -398,12 +399,6 @@ _loop_running = threading.Event()
 
 def _find_cluster_stop_event() -> Any:
     """The django-q2 Sentinel's stop event, inherited by this forked worker (if any)."""
-    import gc
-
-    try:
-        from django_q.cluster import Sentinel
-    except ImportError:
-        return None
     for obj in gc.get_objects():
         if isinstance(obj, Sentinel):
             return getattr(obj, "stop_event", None)

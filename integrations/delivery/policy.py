@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from django.conf import settings
+
 # Permanent failures in a row after which the stream holds instead of failing batches.
 BREAKER_THRESHOLD = 3
 
@@ -52,8 +54,6 @@ class Policy:
 
     @classmethod
     def from_settings(cls) -> Policy:
-        from django.conf import settings
-
         return cls(
             schedule=tuple(float(s) for s in settings.WEBHOOK_RETRY_SCHEDULE),
             jitter=float(settings.WEBHOOK_RETRY_JITTER),

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from integrations import url_safety
 from integrations.catalogue import EventType
+from integrations.delivery.sender import Outcome
 from integrations.models import Attempt, Delivery, DeliveryState, Destination
-from integrations.sender import Outcome
 from integrations.services import destination_create
 from portal.models import Tenant, User
 from portal.tokens import api_token_create

@@ -34,9 +34,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from integrations import url_safety
 from integrations.delivery.client import RESPONSE_EXCERPT_BYTES, AsyncSender, Outcome
+from integrations.delivery.sender import Sender
+from integrations.delivery.signing import PreparedRequest
 from integrations.models import ErrorKind
-from integrations.sender import Sender
-from integrations.signing import PreparedRequest
 from tests.integrations.conftest import NetworkGuard
 
 NAME = "pinned.example.test"

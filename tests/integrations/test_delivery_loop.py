@@ -8,9 +8,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from integrations import engine
 from integrations.catalogue import EventType
-from integrations.delivery import loop
+from integrations.delivery import drain, loop
 from integrations.events import event_publish
 from integrations.models import Attempt, Delivery, DeliveryState, Destination
 from tests.factories import TenantFactory
@@ -200,7 +199,7 @@ def test_an_earlier_publisher_still_running_holds_back_later_ones(
         tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT]
     )
     first = publish(tenant_a.tenant, n=1)[0]
-    engine.drain(destination.pk)  # delivered; the stream is idle
+    drain.drain(destination.pk)  # delivered; the stream is idle
     params = dict(connection.get_connection_params())
     for name in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
         params.pop(name, None)
@@ -233,12 +232,12 @@ def test_an_earlier_publisher_still_running_holds_back_later_ones(
 
         threading.Thread(target=later_publisher, daemon=True).start()
         assert not later_done.wait(1.0)  # it waits for the earlier publisher's commit
-        assert engine.claim_batch(destination.pk) is None  # and the destination is not claimed
+        assert drain.claim_batch(destination.pk) is None  # and the destination is not claimed
         early.commit()
     finally:
         early.close()
     assert later_done.wait(10)
     Destination.objects.filter(pk=destination.pk).update(next_due_at=timezone.now())
-    claim = engine.claim_batch(destination.pk)
+    claim = drain.claim_batch(destination.pk)
     assert [e["event"] for e in claim.envelopes] == [{"n": 0}, {"i": 0, "n_": 1}]
     assert str(first.event_id) in receiver.events_received()

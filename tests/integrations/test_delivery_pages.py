@@ -22,8 +22,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEntry
-from integrations import engine, health, views
+from integrations import health, views
 from integrations.catalogue import EXAMPLE_PAYLOADS, EventType
+from integrations.delivery import drain
+from integrations.delivery.signing import sign
 from integrations.events import event_publish
 from integrations.models import (
     Attempt,
@@ -43,7 +45,6 @@ from integrations.services import (
     resend_job_run,
     send_queued_test,
 )
-from integrations.signing import sign
 from integrations.verification import receiver_snippets
 from tests.integrations.engine_helpers import SECRET, allow_receiver, make_destination
 
@@ -202,7 +203,7 @@ def test_health_cards_name_each_state_in_customer_words(
     publish(tenant)
     receiver.script([200, 500, 401, (429, {"Retry-After": "60"})])
     for destination in destinations:
-        engine.drain(destination.pk)
+        drain.drain(destination.pk)
 
     html = main_html(client_for(tenant_a.operator).get(reverse("integrations:index")))
     cards = health_cards(section(html, "delivery-health"))
@@ -295,7 +296,7 @@ def test_backlog_counts_waiting_events_and_events_in_open_deliveries(
 
     assert backlog() == "3"
     receiver.script([503])
-    engine.drain(hook.pk)  # the three events are now in a retrying delivery
+    drain.drain(hook.pk)  # the three events are now in a retrying delivery
     assert DeliveryEvent.objects.filter(destination=hook, delivery__isnull=True).count() == 0
     assert backlog() == "3"
 
@@ -453,7 +454,7 @@ def test_a_retrying_delivery_shows_attempt_k_of_n_and_the_next_try(
 ):
     publish(tenant_a.tenant)
     receiver.script([503])
-    engine.drain(hook.pk)
+    drain.drain(hook.pk)
     delivery = Delivery.objects.get(destination=hook)
     assert delivery.state == DeliveryState.RETRYING
     when = timezone.localtime(delivery.next_attempt_at).strftime("%Y-%m-%d %H:%M:%S")
@@ -660,7 +661,7 @@ def test_deliveries_queries_do_not_grow_with_rows(
 def test_delivery_page_shows_events_and_attempts_escaped(tenant_a, client_for, hook, receiver):
     publish(tenant_a.tenant, 2, note=XSS_PAYLOAD)
     receiver.script([(500, {"Content-Type": "text/html"}, XSS_RESPONSE)])
-    engine.drain(hook.pk)
+    drain.drain(hook.pk)
     delivery = Delivery.objects.get(destination=hook)
     attempt = delivery.attempts.get()
     response = page(client_for(tenant_a.operator), "delivery_detail", delivery_id=delivery.pk)
@@ -688,7 +689,7 @@ def test_delivery_page_shows_events_and_attempts_escaped(tenant_a, client_for, h
 def test_delivery_page_caps_the_events_shown(tenant_a, client_for, hook, monkeypatch):
     monkeypatch.setattr(views, "EVENTS_SHOWN", 2)
     publish(tenant_a.tenant, 3)
-    engine.drain(hook.pk)
+    drain.drain(hook.pk)
     delivery = Delivery.objects.get(destination=hook)
     html = main_html(page(client_for(tenant_a.admin), "delivery_detail", delivery_id=delivery.pk))
     assert "Showing the first 2 of 3 events." in html
@@ -792,7 +793,7 @@ def test_a_failed_test_event_explains_what_to_do(tenant_a, client_for, hook, rec
 def test_a_failed_test_does_not_overrule_the_streams_health(tenant_a, hook, receiver):
     publish(tenant_a.tenant)
     receiver.script([200, 404])
-    engine.drain(hook.pk)
+    drain.drain(hook.pk)
     send_queued_test(destination_test_queue(destination=hook, actor=tenant_a.admin).pk)
     hook.refresh_from_db()
     assert hook.health == Health.HEALTHY
@@ -845,7 +846,7 @@ def test_admin_resends_a_failed_delivery_which_then_delivers(tenant_a, client_fo
     Destination.objects.filter(pk=hook.pk).update(last_success_at=timezone.now())
     publish(tenant_a.tenant)
     receiver.script([400])
-    engine.drain(hook.pk)
+    drain.drain(hook.pk)
     delivery = Delivery.objects.get(destination=hook)
     assert delivery.state == DeliveryState.FAILED
     client = client_for(tenant_a.admin)
@@ -859,7 +860,7 @@ def test_admin_resends_a_failed_delivery_which_then_delivers(tenant_a, client_fo
     assert delivery.state == DeliveryState.PENDING
     assert AuditEntry.objects.filter(tenant=tenant_a.tenant, action="delivery.resend").exists()
 
-    engine.drain(hook.pk)
+    drain.drain(hook.pk)
     delivery.refresh_from_db()
     assert delivery.state == DeliveryState.DELIVERED
     assert len(receiver) == 2
@@ -1012,7 +1013,7 @@ def test_every_role_can_watch_the_progress_but_not_another_tenants(
 def received(tenant_a, hook, receiver):
     """A real delivery's raw body and signature header value, as the receiver got them."""
     publish(tenant_a.tenant, 2, note="café")
-    engine.drain(hook.pk)
+    drain.drain(hook.pk)
     [request] = receiver.received
     return request.body.decode(), request.header("X-OneProtect-Signature")
 
@@ -1218,8 +1219,8 @@ def test_no_page_shows_a_secret_or_a_custom_header_value(
     )
     publish(tenant_a.tenant)
     receiver.script([500])
-    engine.drain(hook.pk)
-    engine.drain(splunk.pk)
+    drain.drain(hook.pk)
+    drain.drain(splunk.pk)
     admin = client_for(tenant_a.admin)
     admin.post(action_url("destination_send_test", hook))
     admin.post(action_url("destination_send_test", splunk))

@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations import engine, url_safety
+from integrations import url_safety
 from integrations.catalogue import EventType
+from integrations.delivery import drain, queue, record
 from integrations.events import PublishError, event_publish
 from integrations.models import (
     Attempt,
@@ -61,7 +62,7 @@ def independent_signature(body: bytes, secret: str) -> str:
 def test_events_arrive_signed_batched_and_in_order(setup):
     tenant, destination, receiver = setup
     events = publish(tenant, 3)
-    assert engine.drain(destination.pk) == 1
+    assert drain.drain(destination.pk) == 1
     [request] = receiver.received
     assert request.signature_ok
     assert request.header("X-OneProtect-Signature") == independent_signature(request.body, SECRET)
@@ -87,7 +88,7 @@ def test_batches_respect_the_batch_size_and_event_order(setup, settings):
     tenant, destination, receiver = setup
     settings.WEBHOOK_BATCH_SIZE = 2
     events = publish(tenant, 5)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     sizes = [len(r.event_ids) for r in receiver.received]
     assert sizes == [2, 2, 1]
     assert receiver.events_received() == [str(e.event_id) for e in events]
@@ -97,7 +98,7 @@ def test_batches_respect_the_byte_limit(setup, settings):
     tenant, destination, receiver = setup
     settings.WEBHOOK_BATCH_MAX_BYTES = 3000
     publish(tenant, 4, blob="x" * 1000)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert all(len(r.body) <= 3000 for r in receiver.received)
     assert len(receiver.events_received()) == 4
 
@@ -164,7 +165,7 @@ def test_child_accounts_events_reach_parent_destinations_that_include_them(setup
     assert not DeliveryEvent.objects.filter(destination=destination).exists()
     destination_update(destination=destination, actor=None, data={"include_child_tenants": True})
     publish(child, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     [request] = receiver.received
     assert json.loads(request.body)["events"][0]["tenant"] == "tenant-a-emea"
 
@@ -180,10 +181,10 @@ def test_paused_destinations_hold_events_and_activate_sends_them_in_order(setup)
     tenant, destination, receiver = setup
     destination_set_active(destination=destination, actor=None, active=False)
     events = publish(tenant, 3)
-    assert engine.drain(destination.pk) == 0  # paused: nothing is sent...
+    assert drain.drain(destination.pk) == 0  # paused: nothing is sent...
     assert DeliveryEvent.objects.filter(destination=destination, delivery=None).count() == 3
     destination_set_active(destination=destination, actor=None, active=True)
-    assert engine.drain(destination.pk) == 1  # ...and everything goes out on Activate
+    assert drain.drain(destination.pk) == 1  # ...and everything goes out on Activate
     assert receiver.events_received() == [str(e.event_id) for e in events]
 
 
@@ -195,7 +196,7 @@ def test_transient_statuses_are_retried_with_growing_delays(setup, settings, sta
     publish(tenant, 1)
     delays = []
     for _ in range(3):
-        engine.drain(destination.pk)
+        drain.drain(destination.pk)
         delivery = Delivery.objects.get()
         assert delivery.state == DeliveryState.RETRYING
         attempt = delivery.attempts.last()
@@ -203,7 +204,7 @@ def test_transient_statuses_are_retried_with_growing_delays(setup, settings, sta
         advance_retries(destination)
     assert delays[0] < delays[1] < delays[2]
     assert delays == pytest.approx([10, 20, 40], abs=2)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     delivery = Delivery.objects.get()
     assert delivery.state == DeliveryState.DELIVERED
     assert delivery.attempt_count == 4
@@ -215,14 +216,14 @@ def test_retry_after_is_honoured_and_capped(setup, settings):
     settings.WEBHOOK_RETRY_AFTER_CAP = 3600
     receiver.script([(429, {"Retry-After": "70"}), (503, {"Retry-After": "999999"})])
     publish(tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     delivery = Delivery.objects.get()
     wait = (delivery.next_attempt_at - delivery.attempts.last().started_at).total_seconds()
     assert 69 <= wait <= 72  # longer than the schedule's 30 s: honoured
     destination.refresh_from_db()
     assert destination.health == Health.RATE_LIMITED
     advance_retries(destination)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     delivery.refresh_from_db()
     wait = (delivery.next_attempt_at - delivery.attempts.last().started_at).total_seconds()
     assert 3590 <= wait <= 3610
@@ -234,13 +235,13 @@ def test_permanent_failures_are_not_retried_and_the_stream_advances(setup, statu
     has_succeeded(destination)
     receiver.script([(status, {"Location": "https://elsewhere.example/"}), 200])
     publish(tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     failed = Delivery.objects.get()
     assert failed.state == DeliveryState.FAILED
     assert failed.attempt_count == 1
     assert str(status) in failed.failure_reason
     publish(tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert Delivery.objects.filter(state=DeliveryState.DELIVERED).count() == 1
     assert len(receiver.received) == 2  # the redirect was not followed
     destination.refresh_from_db()
@@ -255,7 +256,7 @@ def test_gives_up_after_max_attempts(setup, settings):
     receiver.default_status = 500
     publish(tenant, 1)
     for _ in range(3):
-        engine.drain(destination.pk)
+        drain.drain(destination.pk)
         advance_retries(destination)
     delivery = Delivery.objects.get()
     assert delivery.state == DeliveryState.FAILED
@@ -277,7 +278,7 @@ def test_connection_refused_is_transient(tenant_a, settings):
     Closed.port = port
     destination = make_destination(tenant_a.tenant, Closed)
     publish(tenant_a.tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     delivery = Delivery.objects.get()
     assert delivery.state == DeliveryState.RETRYING
     assert delivery.last_error_kind == ErrorKind.CONNECT
@@ -290,7 +291,7 @@ def test_a_receiver_that_never_answers_times_out(setup):
     Destination.objects.filter(pk=destination.pk).update(timeout_seconds=1)
     receiver.script(["hang"])
     publish(tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     attempt = Attempt.objects.get()
     assert attempt.error_kind == ErrorKind.TIMEOUT
     assert attempt.duration_ms < 5000
@@ -302,7 +303,7 @@ def test_an_endless_body_is_read_only_up_to_4_kib(setup):
     Destination.objects.filter(pk=destination.pk).update(timeout_seconds=2)
     receiver.script(["endless"])
     publish(tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     attempt = Attempt.objects.get()
     assert attempt.status_code == 200
     assert 0 < len(attempt.response_excerpt.encode()) <= 4096
@@ -313,7 +314,7 @@ def test_a_reset_connection_is_transient(setup):
     tenant, destination, receiver = setup
     receiver.script(["reset"])
     publish(tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     delivery = Delivery.objects.get()
     assert delivery.state == DeliveryState.RETRYING
     assert delivery.last_error_kind == ErrorKind.CONNECT
@@ -336,7 +337,7 @@ def test_send_time_ssrf_guard_refuses_a_rebound_name(tenant_a, settings, monkeyp
     monkeypatch.setattr(socket.socket, "connect", lambda *a: connects.append(a))
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: connects.append(a))
     publish(tenant_a.tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     attempt = Attempt.objects.get()
     assert attempt.error_kind == ErrorKind.SSRF
     assert connects == []
@@ -347,7 +348,7 @@ def test_rotation_overlap_signs_with_both_secrets(setup):
     destination, new_secret = destination_rotate_secret(destination=destination, actor=None)
     receiver.secrets = [SECRET]  # a receiver that still has only the old secret
     publish(tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     [request] = receiver.received
     assert request.signature_ok
     header = request.header("X-OneProtect-Signature")
@@ -367,7 +368,7 @@ def test_custom_signature_header_and_custom_headers(setup):
     )
     receiver.signature_header = "X-Sig"
     publish(tenant, 1)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     [request] = receiver.received
     assert request.signature_ok
     assert request.header("X-Api-Key") == "key-123456"
@@ -380,7 +381,7 @@ def test_splunk_hec_format_and_authorization(setup):
     tenant, destination, receiver = setup
     destination_update(destination=destination, actor=None, data={"provider": "splunk_hec"})
     publish(tenant, 2)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     [request] = receiver.received
     assert request.header("Authorization") == f"Splunk {SECRET}"
     lines = [json.loads(line) for line in request.body.decode().splitlines()]
@@ -404,18 +405,18 @@ def test_auto_disable_keeps_the_backlog_and_tells_the_tenant(
     publish(tenant, 1)
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(2):
-            engine.drain(destination.pk)
+            drain.drain(destination.pk)
             advance_retries(destination)
     destination.refresh_from_db()
     assert destination.disabled_at is None  # one old failure, or two, do not disable
     with django_capture_on_commit_callbacks(execute=True):
-        engine.drain(destination.pk)
+        drain.drain(destination.pk)
     destination.refresh_from_db()
     assert destination.health == Health.DISABLED
     health = Event.objects.get(event_type="system.health")
     assert health.payload["health"] == "disabled"
     publish(tenant, 1)
-    assert engine.drain(destination.pk) == 0  # disabled: nothing sent, backlog kept
+    assert drain.drain(destination.pk) == 0  # disabled: nothing sent, backlog kept
     assert DeliveryEvent.objects.filter(destination=destination, delivery__isnull=True).exists()
     from integrations.services import destination_set_active
 
@@ -423,7 +424,7 @@ def test_auto_disable_keeps_the_backlog_and_tells_the_tenant(
     with django_capture_on_commit_callbacks(execute=True):
         destination_set_active(destination=destination, actor=None, active=True)
     advance_retries(destination)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert Delivery.objects.filter(state=DeliveryState.DELIVERED).exists()
     assert not DeliveryEvent.objects.filter(destination=destination, delivery__isnull=True).exists()
 
@@ -434,7 +435,7 @@ def test_audit_entries_are_published_as_audit_log_events(setup):
     events = Event.objects.filter(tenant=tenant, event_type="audit_log")
     assert events.filter(payload__action="destination.updated").exists()
     destination_update(destination=destination, actor=None, data={"timeout_seconds": 9})
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     [request] = receiver.received
     assert json.loads(request.body)["events"][0]["event"]["action"] == "destination.updated"
 
@@ -443,34 +444,34 @@ def test_lost_bookkeeping_is_repaired_by_the_sweep(setup):
     tenant, destination, _ = setup
     publish(tenant, 1)
     Destination.objects.filter(pk=destination.pk).update(next_due_at=None)
-    assert engine.sweep() == [destination.pk]
+    assert queue.sweep() == [destination.pk]
     destination.refresh_from_db()
     assert destination.next_due_at is not None  # repaired
-    assert engine.sweep() == []
+    assert queue.sweep() == []
 
 
 def test_an_expired_lease_is_taken_over(setup):
     tenant, destination, receiver = setup
     publish(tenant, 1)
-    claim = engine.claim_batch(destination.pk)
+    claim = drain.claim_batch(destination.pk)
     assert claim is not None
-    assert engine.claim_batch(destination.pk) is None  # leased
+    assert drain.claim_batch(destination.pk) is None  # leased
     Destination.objects.filter(pk=destination.pk).update(
         lease_until=timezone.now() - timedelta(seconds=1)
     )
-    assert engine.drain(destination.pk) == 1  # the "dead" worker's batch is sent again
+    assert drain.drain(destination.pk) == 1  # the "dead" worker's batch is sent again
     assert Delivery.objects.get().state == DeliveryState.DELIVERED
-    engine.record_outcome(claim, engine.send_claim(claim))  # the old worker wakes up late
+    record.record_outcome(claim, drain.send_claim(claim))  # the old worker wakes up late
     assert Delivery.objects.get().state == DeliveryState.DELIVERED
 
 
 def test_retention_purges_old_delivered_batches(setup, settings):
     tenant, destination, _ = setup
     publish(tenant, 2)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     Delivery.objects.update(finished_at=timezone.now() - timedelta(days=40))
     Event.objects.update(created_at=timezone.now() - timedelta(days=40))
-    assert engine.purge_retention() == 1
+    assert record.purge_retention() == 1
     assert not Delivery.objects.exists()
     assert not Attempt.objects.exists()
     assert not Event.objects.filter(event_type="detection.alert").exists()
@@ -491,7 +492,7 @@ def test_send_test_event_reports_the_outcome_and_is_audited(setup):
     assert AuditEntry.objects.filter(action="destination.test_sent").exists()
     ok = destination_send_test(destination=destination, actor=None)
     assert ok.outcome.ok and ok.explanation is None
-    assert engine.claim_batch(destination.pk) is None  # tests are not part of the stream
+    assert drain.claim_batch(destination.pk) is None  # tests are not part of the stream
 
 
 def test_resend_a_failed_delivery_then_resend_all(setup, settings):
@@ -508,20 +509,20 @@ def test_resend_a_failed_delivery_then_resend_all(setup, settings):
     has_succeeded(destination)
     receiver.script([400, 400, 400])
     publish(tenant, 3)
-    engine.drain(destination.pk)  # two fail, the third trips the breaker: the stream holds
+    drain.drain(destination.pk)  # two fail, the third trips the breaker: the stream holds
     assert Delivery.objects.filter(state=DeliveryState.FAILED).count() == 2
     Destination.objects.filter(pk=destination.pk).update(
         held_since=None, permanent_failures_in_row=0
     )
     receiver.script([400])
     advance_retries(destination)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     failed = list(Delivery.objects.filter(state=DeliveryState.FAILED).order_by("id"))
     assert len(failed) == 3
     delivery_resend(delivery=failed[0], actor=None)
     with pytest.raises(NotResendable):
         delivery_resend(delivery=Delivery.objects.get(pk=failed[0].pk), actor=None)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     failed[0].refresh_from_db()
     assert failed[0].state == DeliveryState.DELIVERED
     assert failed[0].attempts.count() == 2
@@ -529,6 +530,6 @@ def test_resend_a_failed_delivery_then_resend_all(setup, settings):
     assert job.total == 2
     job = resend_job_run(job.pk, chunk=1)
     assert (job.done, job.state, job.percent) == (2, "done", 100)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert Delivery.objects.filter(state=DeliveryState.DELIVERED).count() == 3
     assert ResendJob.objects.count() == 1

@@ -8,9 +8,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from integrations import engine
 from integrations.catalogue import EventType
-from integrations.delivery import client
+from integrations.delivery import client, drain, queue, record
 from integrations.events import event_publish
 from integrations.models import (
     Attempt,
@@ -57,7 +56,7 @@ def test_a_dripping_receiver_is_bounded_by_the_attempts_deadline(setup):
     tenant, destination, receiver = setup
     receiver.script(["drip"])
     publish(tenant)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     attempt = Attempt.objects.get()
     assert attempt.error_kind == ErrorKind.TIMEOUT
     assert attempt.duration_ms <= (destination.timeout_seconds + 1) * 1000
@@ -68,12 +67,12 @@ def test_retry_after_zero_does_not_burn_attempts(setup):
     tenant, destination, receiver = setup
     receiver.script([(429, {"Retry-After": "0"})] * 5)
     publish(tenant)
-    assert engine.drain(destination.pk) == 1  # one attempt, then not due for a while
+    assert drain.drain(destination.pk) == 1  # one attempt, then not due for a while
     delivery = Delivery.objects.get()
     assert delivery.state == DeliveryState.RETRYING
     wait = (delivery.next_attempt_at - delivery.attempts.get().started_at).total_seconds()
     assert wait >= 29
-    assert engine.drain(destination.pk) == 0
+    assert drain.drain(destination.pk) == 0
     assert len(receiver.received) == 1
 
 
@@ -84,12 +83,12 @@ def test_a_resend_restarts_the_retry_schedule(setup, settings):
     receiver.default_status = 500
     publish(tenant)
     for _ in range(3):
-        engine.drain(destination.pk)
+        drain.drain(destination.pk)
         advance_retries(destination)
     delivery = Delivery.objects.get()
     assert delivery.state == DeliveryState.FAILED
     delivery_resend(delivery=delivery, actor=None)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     delivery.refresh_from_db()
     assert delivery.state == DeliveryState.RETRYING
     last = delivery.attempts.order_by("number").last()
@@ -103,7 +102,7 @@ def test_an_unknown_response_charset_is_one_recorded_attempt(setup, status):
     tenant, destination, receiver = setup
     receiver.script([(status, {"Content-Type": "text/plain; charset=bogus"}, b"caf\xc3\xa9 ok")])
     publish(tenant)
-    assert engine.drain(destination.pk) == 1
+    assert drain.drain(destination.pk) == 1
     attempt = Attempt.objects.get()
     assert attempt.status_code == status
     assert attempt.response_excerpt == "café ok"
@@ -121,12 +120,12 @@ def test_an_unforeseen_exception_is_one_failed_attempt_that_counts(setup, settin
 
     monkeypatch.setattr(client.AsyncSender, "_attempt", explode)
     publish(tenant)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     attempt = Attempt.objects.get()
     assert (attempt.ok, attempt.error_kind) == (False, ErrorKind.OTHER)
     assert "RuntimeError" in attempt.error_detail
     advance_retries(destination)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert Delivery.objects.get().state == DeliveryState.FAILED  # it counted toward the limit
     assert Attempt.objects.count() == 2
 
@@ -137,19 +136,19 @@ def test_three_permanent_failures_hold_the_stream_and_a_2xx_resumes_it(setup, se
     has_succeeded(destination)
     receiver.script([401, 401, 401, 401])
     events = publish(tenant, 5)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert Delivery.objects.filter(state=DeliveryState.FAILED).count() == 2
     held = Delivery.objects.get(state=DeliveryState.RETRYING)
     destination.refresh_from_db()
     assert destination.held_since is not None
     assert "401" in destination.hold_reason
     assert destination.health_label == "Authentication / Permission denied"
-    assert engine.drain(destination.pk) == 0  # held: the backlog is not flushed
+    assert drain.drain(destination.pk) == 0  # held: the backlog is not flushed
     advance_retries(destination)
-    engine.drain(destination.pk)  # a probe: still 401, still held, nothing failed
+    drain.drain(destination.pk)  # a probe: still 401, still held, nothing failed
     assert Delivery.objects.filter(state=DeliveryState.FAILED).count() == 2
     advance_retries(destination)
-    engine.drain(destination.pk)  # the receiver accepts again: the stream resumes by itself
+    drain.drain(destination.pk)  # the receiver accepts again: the stream resumes by itself
     destination.refresh_from_db()
     assert destination.held_since is None and destination.permanent_failures_in_row == 0
     held.refresh_from_db()
@@ -161,12 +160,12 @@ def test_a_new_destination_holds_its_stream_until_the_first_2xx(setup):
     tenant, destination, receiver = setup
     receiver.script([401, 403])
     publish(tenant, 2)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     advance_retries(destination)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert not Delivery.objects.filter(state=DeliveryState.FAILED).exists()
     advance_retries(destination)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert Delivery.objects.get().state == DeliveryState.DELIVERED
     assert len(receiver.events_received()) == 2
 
@@ -177,7 +176,7 @@ def test_413_splits_the_batch_in_halves_and_keeps_the_order(setup, settings):
     has_succeeded(destination)
     receiver.script([413, 413])
     events = publish(tenant, 8)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     sizes = [len(r.event_ids) for r in receiver.received]
     assert sizes == [8, 4, 2, 2, 4]
     delivered = [r for r in receiver.received if r.status == 200]
@@ -191,7 +190,7 @@ def test_413_for_a_single_event_fails_it_alone(setup, settings):
     has_succeeded(destination)
     receiver.script([413, 413])
     events = publish(tenant, 2)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     failed = Delivery.objects.get(state=DeliveryState.FAILED)
     assert failed.event_count == 1 and "413" in failed.failure_reason
     assert receiver.received[-1].event_ids == [str(events[1].event_id)]
@@ -201,10 +200,10 @@ def test_413_for_a_single_event_fails_it_alone(setup, settings):
 def test_deleting_a_destination_mid_send_is_safe(setup):
     tenant, destination, receiver = setup
     publish(tenant)
-    claim = engine.claim_batch(destination.pk)
+    claim = drain.claim_batch(destination.pk)
     destination_delete(destination=Destination.objects.get(pk=destination.pk), actor=None)
-    outcome = engine.send_claim(claim)  # the send was already under way
-    [recorded] = engine.record_many([(claim, outcome)])
+    outcome = drain.send_claim(claim)  # the send was already under way
+    [recorded] = record.record_many([(claim, outcome)])
     assert recorded.action == "gone"
     assert not Destination.objects.filter(pk=destination.pk).exists()
     assert not Attempt.objects.exists()
@@ -214,21 +213,21 @@ def test_a_dead_owners_lease_is_free_at_once_and_a_live_one_is_not(setup):
     tenant, destination, receiver = setup
     publish(tenant)
     other = psycopg.connect(**_params(), autocommit=True)
-    other.execute("SELECT pg_advisory_lock(%s, %s)", [engine.OWNER_LOCK_NS, 4242])
-    claims, _ = engine.claim_many(owner=4242, limit=5, only=[destination.pk])
+    other.execute("SELECT pg_advisory_lock(%s, %s)", [queue.OWNER_LOCK_NS, 4242])
+    claims, _ = queue.claim_many(owner=4242, limit=5, only=[destination.pk])
     assert len(claims) == 1
-    assert engine.claim_batch(destination.pk) is None  # the owner lives: its lease holds
+    assert drain.claim_batch(destination.pk) is None  # the owner lives: its lease holds
     other.close()  # the owner's process died: its session and lock are gone
-    claim = engine.claim_batch(destination.pk)
+    claim = drain.claim_batch(destination.pk)
     assert claim is not None
     # The dead owner's attempt is recorded as lost; the new one is attempt 2.
     lost = Attempt.objects.get()
     assert lost.number == 1 and "stopped during this attempt" in lost.error_detail
     assert claim.delivery.attempt_count == 2
-    engine.record_outcome(claim, engine.send_claim(claim))
+    record.record_outcome(claim, drain.send_claim(claim))
     assert Delivery.objects.get().state == DeliveryState.DELIVERED
     # A late outcome of the first claim is discarded (fencing).
-    [late] = engine.record_many([(claims[0], engine.send_claim(claims[0]))])
+    [late] = record.record_many([(claims[0], drain.send_claim(claims[0]))])
     assert late.action == "fenced"
     assert Delivery.objects.get().state == DeliveryState.DELIVERED
 
@@ -254,9 +253,9 @@ def test_claims_are_fair_across_tenants_and_capped_per_tenant(setup, settings, m
     Destination.objects.filter(tenant=tenant).update(
         next_due_at=timezone.now() - timedelta(minutes=5)
     )  # the busy tenant's work has waited longest
-    first, _ = engine.claim_many(limit=2)
+    first, _ = queue.claim_many(limit=2)
     assert quiet.pk in {c.destination.pk for c in first}  # its first turn comes first
-    rest, _ = engine.claim_many(limit=100)
+    rest, _ = queue.claim_many(limit=100)
     claimed = [c.destination for c in first + rest]
     assert sum(1 for d in claimed if d.tenant_id == tenant.pk) == 3  # capped
     assert len(busy) == 6
@@ -268,7 +267,7 @@ def test_a_rate_limited_destination_is_not_due_yet_and_no_one_sleeps(setup, sett
     Destination.objects.filter(pk=destination.pk).update(rate_limit_per_second=0.2)
     publish(tenant, 2)
     started = timezone.now()
-    assert engine.drain(destination.pk) == 1
+    assert drain.drain(destination.pk) == 1
     assert (timezone.now() - started).total_seconds() < 2
     destination.refresh_from_db()
     assert (destination.next_due_at - timezone.now()).total_seconds() > 3
@@ -291,7 +290,7 @@ def test_the_ssrf_guard_holds_in_the_new_client(tenant_a, settings, monkeypatch)
         "socket.socket.connect", lambda self, address: opened.append(address) or 1 / 0
     )
     publish(tenant_a.tenant)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     attempt = Attempt.objects.get()
     assert attempt.error_kind == ErrorKind.SSRF
     assert opened == []
@@ -302,7 +301,7 @@ def test_the_page_says_the_stream_waits_for_the_first_2xx(setup, client_for, ten
     tenant, destination, receiver = setup
     receiver.script([401])
     publish(tenant)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     html = client_for(tenant_a.operator).get(f"/integrations/destinations/{destination.pk}/")
     text = html.content.decode()
     assert "Waiting for your receiver to accept the first delivery." in text
@@ -320,7 +319,7 @@ def test_the_page_shows_how_many_events_wait_while_paused(setup, client_for, ten
 
 
 def test_publishing_to_a_destination_deleted_meanwhile_queues_nothing_for_it(setup):
-    from integrations import outbox
+    from integrations.delivery import outbox
     from integrations.models import DeliveryEvent
 
     tenant, destination, receiver = setup

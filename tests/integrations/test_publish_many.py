@@ -12,8 +12,8 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from integrations import engine, outbox
 from integrations.catalogue import EventType
+from integrations.delivery import drain, outbox
 from integrations.events import BatchPublishError, event_publish, event_publish_many
 from integrations.models import DeliveryEvent, Destination, Event
 from integrations.simulator import publish_fake_events
@@ -40,10 +40,10 @@ def item(n: int = 0, **overrides) -> dict:
 
 @pytest.fixture
 def wakes(monkeypatch, settings):
-    """Every engine.wake_many call (after commit), instead of queueing tasks."""
+    """Every queue.wake_many call (after commit), instead of queueing tasks."""
     settings.WEBHOOK_ENQUEUE = False
     calls: list[list] = []
-    monkeypatch.setattr(engine, "wake_many", lambda ids: calls.append(sorted(map(str, ids))))
+    monkeypatch.setattr(outbox, "wake_many", lambda ids: calls.append(sorted(map(str, ids))))
     return calls
 
 
@@ -259,7 +259,7 @@ def test_a_published_batch_is_delivered_in_order(tenant_a, receiver, settings):
     destination = make_receiving_destination(tenant_a.tenant, receiver, event_types=ALERTS)
     items = [item(n) for n in range(7)]
     event_publish_many(tenant=tenant_a.tenant, events=items)
-    assert engine.drain(destination.pk) == 1
+    assert drain.drain(destination.pk) == 1
     assert receiver.events_received() == [i["event_id"] for i in items]
 
 

@@ -11,11 +11,11 @@ import pytest
 from django.urls import reverse
 
 from integrations import verification
+from integrations.delivery.signing import event_envelope, prepare, serialize_body, sign
 from integrations.explain import explain
 from integrations.forms import DestinationForm, RotateSecretForm
 from integrations.models import Batching, Destination, Health, Provider
 from integrations.services import destination_create, destination_rotate_secret
-from integrations.signing import event_envelope, prepare, serialize_body, sign
 from tests.api import API, api_client
 from tests.integrations.engine_helpers import SECRET
 

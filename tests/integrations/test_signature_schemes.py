@@ -14,12 +14,12 @@ import pytest
 from django.urls import reverse
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from integrations import engine
 from integrations.catalogue import EventType
+from integrations.delivery import drain
+from integrations.delivery.signing import prepare, sign_standard, whsec_is_valid
 from integrations.events import event_publish
 from integrations.models import Destination, SignatureScheme
 from integrations.services import destination_create, destination_rotate_secret
-from integrations.signing import prepare, sign_standard, whsec_is_valid
 from integrations.verification import receiver_snippets
 from tests.api import API, api_client, block_network
 from tests.integrations.engine_helpers import advance_retries, allow_receiver, make_destination
@@ -87,7 +87,7 @@ def test_prepare_derives_a_stable_id_for_the_same_batch(sw):
 def test_a_replayed_standard_request_is_refused_after_five_minutes(sw, monkeypatch):
     destination, _ = sw
     old = time.time() - 301
-    monkeypatch.setattr("integrations.signing.time.time", lambda: old)
+    monkeypatch.setattr("integrations.delivery.signing.time.time", lambda: old)
     prepared = prepare(destination, b"{}", message_id="msg_1")
     monkeypatch.undo()
     with pytest.raises(WebhookVerificationError, match="too old"):
@@ -107,7 +107,7 @@ def test_the_default_scheme_is_unchanged(tenant_a, receiver, settings):
 def test_real_deliveries_verify_with_the_standardwebhooks_package(sw, tenant_a):
     destination, receiver = sw
     publish(tenant_a.tenant)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     assert len(receiver.received) == 1
     request = receiver.received[0]
     payload = Webhook(WHSEC).verify(request.body, request.headers)
@@ -118,12 +118,12 @@ def test_retries_keep_the_id_and_carry_both_signatures_during_a_rotation(sw, ten
     destination, receiver = sw
     receiver.script([500])
     publish(tenant_a.tenant)
-    engine.deliver_one(destination.pk)
+    drain.deliver_one(destination.pk)
     destination_rotate_secret(
         destination=destination, actor=None, new_secret=WHSEC_NEXT, overlap_hours=1
     )
     advance_retries(destination)
-    engine.deliver_one(destination.pk)
+    drain.deliver_one(destination.pk)
     first, retry = receiver.received
     assert first.header("webhook-id") == retry.header("webhook-id")
     assert len(retry.header("webhook-signature").split(" ")) == 2
@@ -299,7 +299,7 @@ def _python_verifier(destination, name: str, monkeypatch, secret: str):
 def test_the_standard_python_snippet_verifies_a_real_delivery(sw, tenant_a, monkeypatch):
     destination, receiver = sw
     publish(tenant_a.tenant)
-    engine.drain(destination.pk)
+    drain.drain(destination.pk)
     request = receiver.received[0]
     valid = _python_verifier(destination, "webhook_is_valid", monkeypatch, WHSEC)
     args = [request.header(n) for n in ("webhook-id", "webhook-timestamp", "webhook-signature")]

@@ -8,8 +8,8 @@ import pytest
 from django.urls import reverse
 
 from audit.models import AuditEntry
-from integrations import engine
 from integrations.catalogue import EventType
+from integrations.delivery import drain
 from integrations.events import event_publish
 from integrations.models import Attempt, Destination, Event
 from integrations.redaction import mask_echoed_secrets, mask_query
@@ -142,7 +142,7 @@ def test_a_response_echoing_secrets_is_stored_masked(tenant_a, receiver, setting
     event_publish(
         tenant=tenant_a.tenant, event_type=EventType.DETECTION_ALERT, severity="high", payload={}
     )
-    engine.deliver_one(destination.pk)
+    drain.deliver_one(destination.pk)
     receiver.script([(401, {}, f"echo {HEADER_VALUE}")])
     result = destination_send_test(destination=destination, actor=tenant_a.admin)
     assert HEADER_VALUE not in result.outcome.response_excerpt

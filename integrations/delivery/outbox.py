@@ -13,7 +13,7 @@ from functools import partial
 
 from django.db import connection, transaction
 
-from integrations import engine
+from integrations.delivery.queue import wake_many
 
 
 def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
@@ -66,7 +66,7 @@ def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
         )
         idle = [row[0] for row in cursor.fetchall()]
     if idle:
-        transaction.on_commit(partial(engine.wake_many, idle))
+        transaction.on_commit(partial(wake_many, idle))
     return idle
 
 

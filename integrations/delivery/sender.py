@@ -15,8 +15,8 @@ from integrations.delivery.client import (
     classify_status,
     parse_retry_after,
 )
+from integrations.delivery.signing import PreparedRequest
 from integrations.models import Destination
-from integrations.signing import PreparedRequest
 
 __all__ = ["Outcome", "Sender", "classify_status", "get_sender", "parse_retry_after"]
 
