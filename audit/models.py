@@ -9,7 +9,8 @@ import json
 from django.conf import settings
 from django.db import models
 
-from portal.models import Tenant, TenantQuerySet
+from portal.models import Tenant
+from portal.scoping import TenantManager
 
 GENESIS_HASH = "0" * 64
 # 1: SHA-256 of the canonical bytes (entries written before the HMAC chain, kept only while a
@@ -75,7 +76,7 @@ class AuditEntry(models.Model):
     hash = models.CharField(max_length=64)
     hash_version = models.PositiveSmallIntegerField(default=HMAC_HASH)
 
-    objects = TenantQuerySet.as_manager()
+    objects = TenantManager()
 
     class Meta:
         constraints = [

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from integrations import crypto
 from integrations.catalogue import SEVERITY_RANK, EventType, Severity
-from portal.models import Tenant, TenantOwnedModel, TenantQuerySet
+from portal.models import Tenant, TenantOwnedModel
+from portal.scoping import TenantManager
 
 DEFAULT_SIGNATURE_HEADER = "X-OneProtect-Signature"
 
@@ -248,7 +249,7 @@ class Event(models.Model):
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = TenantQuerySet.as_manager()
+    objects = TenantManager()
 
     class Meta:
         constraints = [
@@ -333,6 +334,8 @@ class DeliveryEvent(models.Model):
         Delivery, null=True, blank=True, on_delete=models.CASCADE, related_name="items"
     )
 
+    objects = TenantManager()  # scoped through its destination or delivery
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["destination", "event"], name="one_item_per_event")
@@ -375,6 +378,8 @@ class Attempt(models.Model):
     response_excerpt = models.TextField(blank=True)
     request_headers = models.JSONField(default=dict)
     ok = models.BooleanField(default=False)
+
+    objects = TenantManager()  # scoped through its destination or delivery
 
     class Meta:
         ordering = ["number"]

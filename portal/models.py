@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 
+from portal.scoping import TenantManager
+
 
 class UserManager(BaseUserManager):
     use_in_migrations = True
@@ -77,6 +79,8 @@ class Membership(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = TenantManager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "tenant"], name="one_membership_per_tenant")
@@ -87,21 +91,12 @@ class Membership(models.Model):
         return f"{self.user} is {self.role} in {self.tenant}"
 
 
-class TenantQuerySet(models.QuerySet):
-    """The one place where tenant-owned rows are scoped to a tenant."""
-
-    def for_tenant(self, tenant: Tenant | None):
-        if tenant is None:
-            return self.none()
-        return self.filter(tenant=tenant)
-
-
 class TenantOwnedModel(models.Model):
     """Base for every model that belongs to one tenant."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
 
-    objects = TenantQuerySet.as_manager()
+    objects = TenantManager()
 
     class Meta:
         abstract = True

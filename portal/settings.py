@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "portal.middleware.TenantMiddleware",
+    "portal.scoping.TenantScopeMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
