@@ -40,7 +40,7 @@ from pathlib import Path
 
 from chaos.publisher import EVENT_TYPES, event_ids
 from chaos.receiver import KINDS, ChaosReceiver, overlaps
-from integrations.receiver import verify_signature
+from devtools.receiver import verify_signature
 from scripts.stack import PYTHON, ROOT, LocalStack
 
 ROTATED, PAUSED, DELETED, AUTH, THROTTLE = "chaos-1", "paused", "deleted", "auth", "throttle"

@@ -11,9 +11,9 @@ import pytest
 from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
+from devtools.receiver import verify_signature
 from integrations.events import event_publish
 from integrations.models import Destination
-from integrations.receiver import verify_signature
 from tests.processes import Cluster, child_env, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -12,11 +12,11 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from devtools.simulator import publish_fake_events
 from integrations import engine, outbox
 from integrations.catalogue import EventType
 from integrations.events import BatchPublishError, event_publish, event_publish_many
 from integrations.models import DeliveryEvent, Destination, Event
-from integrations.simulator import publish_fake_events
 from tests.api import make_destination
 from tests.factories import TenantFactory
 from tests.integrations.engine_helpers import allow_receiver
