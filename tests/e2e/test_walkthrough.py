@@ -14,7 +14,8 @@ from playwright.sync_api import Page, expect
 from devtools.receiver import verify_signature
 from integrations.events import event_publish
 from integrations.models import Destination
-from tests.processes import Cluster, child_env, wait_until
+from scripts.processes import wait_until
+from tests.processes import Cluster, child_env
 
 pytestmark = pytest.mark.e2e
 
