@@ -15,10 +15,10 @@ $(STAMP): $(REQUIREMENTS)
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) scripts/run.py
+	$(PY) -m scripts.run
 
 test: $(STAMP)
-	$(PY) scripts/with_db.py -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m scripts.with_db -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -30,7 +30,7 @@ format: $(STAMP)
 
 # requirements.txt alone (a scratch venv) runs production: check --deploy, every import, gunicorn.
 check-runtime:
-	$(PYTHON) scripts/check_runtime.py
+	$(PYTHON) -m scripts.check_runtime
 
 clean:
 	rm -rf $(VENV) .data artifacts .pytest_cache .ruff_cache
@@ -47,4 +47,4 @@ bench: $(STAMP)
 e2e: $(STAMP)
 	@test -x /usr/bin/chromium || { echo "Installing Chromium (apt-get)…"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-	$(PY) scripts/with_db.py -- $(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
+	$(PY) -m scripts.with_db -- $(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)

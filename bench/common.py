@@ -1,13 +1,13 @@
-"""Shared helpers of the benchmark: output, percentiles, processes and CPU accounting."""
+"""Shared helpers of the benchmark: output, percentiles, process tables and CPU accounting.
+
+Starting and stopping processes is scripts.processes'.
+"""
 
 from __future__ import annotations
 
 import os
 import resource
-import signal
-import socket
 import statistics
-import subprocess
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -43,26 +43,6 @@ def mark(ok: bool | None) -> str:
 
 
 # Processes ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def end_group(process: subprocess.Popen, timeout: float = 10) -> None:
-    """Stop a child we started in its own session (and its children), by PID."""
-    if process.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 def proc_table() -> dict[int, tuple[int, int, float]]:
     """pid -> (ppid, start time in ticks, CPU seconds) for every process."""
     tick = os.sysconf("SC_CLK_TCK")

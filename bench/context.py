@@ -15,8 +15,9 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import START, CpuMeter, descendants, end_group, free_port, log
-from scripts.stack import LocalStack, wait_until
+from bench.common import START, CpuMeter, descendants, log
+from scripts.processes import end_group, free_port, kill_group, start_in_group, wait_until
+from scripts.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -41,12 +42,11 @@ class Receiver:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Receiver:
-        self.process = subprocess.Popen(
+        self.process = start_in_group(
             [PYTHON, str(BENCH / "receiver.py"), "--port", str(self.port)]
             + ["--processes", str(self.processes), "--max-seconds", str(self.max_seconds)],
             env={**os.environ, "BENCH_RECEIVER_SECRET": self.secret},
             stdout=subprocess.DEVNULL,
-            start_new_session=True,
         )
         if not wait_until(self._up, timeout=15, interval=0.1):
             raise RuntimeError("the benchmark receiver did not start")
@@ -303,7 +303,7 @@ class Bench:
         return cluster
 
     def stop_cluster(self, cluster: subprocess.Popen) -> None:
-        LocalStack.kill(cluster)
+        kill_group(cluster)
         with suppress(ValueError):
             self.stack.children.remove(cluster)
         self.sql("DELETE FROM django_q_ormq")

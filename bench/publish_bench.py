@@ -37,9 +37,10 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import end_group, free_port, median
+from bench.common import median
 from scripts.devdb import EmbeddedPostgres
-from scripts.stack import LocalStack, wait_until
+from scripts.processes import end_group, free_port, wait_until
+from scripts.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             [str(Path(PYTHON).parent / "gunicorn"), "portal.wsgi", "-w", "2"]
             + ["-b", f"127.0.0.1:{port}", "--chdir", str(ROOT), "--timeout", "60"]
         )
-        if not wait_until(lambda: http_status(port, "GET", "/healthz") == 200, 60):
+        if not wait_until(lambda: http_status(port, "GET", "/healthz") == 200, 60, interval=0.25):
             raise RuntimeError("the portal did not start")
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         for _ in range(3):  # warm up both workers

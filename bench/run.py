@@ -45,7 +45,8 @@ from pathlib import Path
 from bench.common import log
 from bench.context import ROOT, Bench, Receiver, make_config
 from bench.report import table
-from scripts.stack import EmbeddedPostgres, LocalStack
+from scripts.devdb import EmbeddedPostgres
+from scripts.stack import LocalStack
 
 SECTIONS = [
     "capacity",

@@ -13,8 +13,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,38 +26,25 @@ from bench.receiver import parse_path
 from bench.report import ratio
 from bench.sections.throughput import steady_rate
 from chaos.receiver import overlaps
+from scripts.processes import end_group, free_port, start_in_group, wait_for_url
 
 SECRET = "harness-secret"
 RECEIVER = Path(__file__).resolve().parent / "receiver.py"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def receiver():
     port = free_port()
-    process = subprocess.Popen(
+    process = start_in_group(
         [sys.executable, str(RECEIVER), "--port", str(port), "--processes", "2"]
         + ["--secret", SECRET, "--max-seconds", "60"],
         stdout=subprocess.DEVNULL,
-        start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                get(port, "/stats")
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_url(f"http://127.0.0.1:{port}/stats", 15, process=process, interval=0.05)
         yield port
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
+        end_group(process)
 
 
 def get(port: int, path: str) -> dict:

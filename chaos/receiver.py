@@ -1,6 +1,6 @@
 """Faulty receivers for the chaos run.
 
-Built on integrations.receiver.ReceiverServer (which verifies signatures independently of the
+Built on devtools.receiver.ReceiverServer (which verifies signatures independently of the
 engine). Each request draws its answer from a seeded generator:
 
 - the mixed receivers fail about `fault_rate` of requests, spread over `fault_kinds` (500, 503,
@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from http.server import ThreadingHTTPServer
 
-from integrations.receiver import (
+from devtools.receiver import (
     HOST,
     Received,
     ReceiverServer,

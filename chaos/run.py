@@ -40,7 +40,8 @@ from pathlib import Path
 
 from chaos.publisher import EVENT_TYPES, event_ids
 from chaos.receiver import KINDS, ChaosReceiver, overlaps
-from integrations.receiver import verify_signature
+from devtools.receiver import verify_signature
+from scripts.processes import kill_group, start_in_group
 from scripts.stack import PYTHON, ROOT, LocalStack
 
 ROTATED, PAUSED, DELETED, AUTH, THROTTLE = "chaos-1", "paused", "deleted", "auth", "throttle"
@@ -264,13 +265,12 @@ class Run:
     # Lifecycle through chaos/control.py ------------------------------------------------------
     def start_control(self) -> None:
         code = f"from chaos.control import serve; serve(max_seconds={self.args.timeout + 300:.0f})"
-        self.control = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)
+        self.control = start_in_group(
             [PYTHON, str(ROOT / "manage.py"), "shell", "-v", "0", "-c", code],
             env=self.stack.env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            start_new_session=True,
         )
         self.stack.children.append(self.control)
         self._control_reply()  # {"ready": true}
@@ -358,7 +358,7 @@ class Run:
         how = self.wait_for_moment(action)
         moment = f"{how} at {self.elapsed():.1f}s, {self.share():.0%} arrived"
         if action.kind == "kill":
-            self.stack.kill(self.cluster)
+            kill_group(self.cluster)
             self.kills += 1
             time.sleep(action.down)
             self.restart_cluster()
@@ -968,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
             figures = analyse(run)
             lost = any(item["missing"] for item in figures["destinations"] if not item["deleted"])
             diagnosis = diagnose(run, figures) if lost else []
-            stack.kill(run.cluster)  # the end: nothing to wait for
+            kill_group(run.cluster)  # the end: nothing to wait for
             if args.requests_csv:
                 write_requests(run, args.requests_csv)
             return report(run, figures, db, finished, delivered_at, diagnosis)

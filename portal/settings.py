@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django_q",
     "ninja",
     "audit",
+    "devtools",  # the demo receiver and event simulator (make run)
 ]
 
 MIDDLEWARE = [

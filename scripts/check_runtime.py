@@ -6,8 +6,8 @@ must be pinned in the file). Then, with the documented production settings
 (deploy/oneprotect.env.example, fresh keys from `manage.py generate_keys`, loopback database
 and Redis URLs that are never connected to), it runs:
   - `manage.py check --deploy --fail-level WARNING` (must be clean),
-  - an import of every module of the apps (portal, integrations, audit), so that a runtime
-    import of a development-only package fails here,
+  - an import of every module of the apps (portal, integrations, audit, devtools), so that a
+    runtime import of a development-only package fails here,
   - `gunicorn --check-config` with the shipped gunicorn.conf.py.
 Every step is bounded in time.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / "deploy" / "oneprotect.env.example"
-APPS = ("portal", "integrations", "audit")
+APPS = ("portal", "integrations", "audit", "devtools")
 
 IMPORT_EVERY_MODULE = f"""
 import importlib, pkgutil, django

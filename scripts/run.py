@@ -22,8 +22,8 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devdb import ROOT, database_url_or_embedded
+from scripts.devdb import ROOT, EmbeddedPostgres, database_url_or_embedded
+from scripts.processes import signal_group, start_in_group, wait_until
 
 PYTHON = sys.executable
 PORTAL_PORT = int(os.environ.get("PORTAL_PORT", "8000"))
@@ -102,7 +102,7 @@ class Run:
         # Own process group each, so that we end exactly what we started (workers included).
         # Signals wait until the child is recorded: none can start unseen.
         with signals_held():
-            child = subprocess.Popen(command, env=env, start_new_session=True)
+            child = start_in_group(command, env=env)
             self.children.append(child)
             self.save_state()
         return child
@@ -117,12 +117,15 @@ class Run:
     def stop(self) -> None:
         self.stopping = True
         for child in self.children:
-            _signal_group(child.pid, signal.SIGKILL if self.hurry else signal.SIGTERM)
+            signal_group(child.pid, signal.SIGKILL if self.hurry else signal.SIGTERM)
         deadline = time.monotonic() + STOP_WAIT_SECONDS
         for child in self.children:
-            while child.poll() is None and time.monotonic() < deadline and not self.hurry:
-                time.sleep(0.1)
-            _signal_group(child.pid, signal.SIGKILL)  # the group: workers outlive a master
+            wait_until(
+                lambda child=child: child.poll() is not None or self.hurry,
+                deadline - time.monotonic(),
+                interval=0.1,
+            )
+            signal_group(child.pid, signal.SIGKILL)  # the group: workers outlive a master
             try:
                 child.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -156,13 +159,6 @@ def _same_process(pid: int, started: float | None) -> bool:
     return started is not None and _create_time(pid) == started
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def recover_from_previous_run() -> bool:
     """Stop what a killed `make run` left running. False when another run is still alive."""
     try:
@@ -181,18 +177,14 @@ def recover_from_previous_run() -> bool:
         return False
     left = [c for c in state.get("children", []) if _same_process(c["pid"], c["started"])]
     for child in left:
-        _signal_group(child["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + STOP_WAIT_SECONDS
-    while time.monotonic() < deadline and any(psutil.pid_exists(c["pid"]) for c in left):
-        time.sleep(0.2)
+        signal_group(child["pid"], signal.SIGTERM)
+    wait_until(lambda: not any(psutil.pid_exists(c["pid"]) for c in left), STOP_WAIT_SECONDS, 0.2)
     for child in left:
-        _signal_group(child["pid"], signal.SIGKILL)
+        signal_group(child["pid"], signal.SIGKILL)
     if left:
         names = ", ".join(" ".join(c["args"]) for c in left)
         print(f"  A previous `make run` did not stop; stopped what it left: {names}.", flush=True)
     if state.get("postgres"):
-        from devdb import EmbeddedPostgres
-
         EmbeddedPostgres(Path(state["postgres"])).stop_if_running()
         print("  Stopped the embedded PostgreSQL a previous `make run` left running.", flush=True)
     STATE_FILE.unlink(missing_ok=True)

@@ -3,7 +3,7 @@
     with LocalStack("chaos", receivers=[...], WEBHOOK_BATCH_SIZE=50) as stack:
         stack.shell("...")            # Django code in a child process, against the stack's DB
         cluster = stack.start_cluster(workers=4)
-        stack.kill(cluster)           # SIGKILL the whole cluster
+        kill_group(cluster)           # SIGKILL the whole cluster (scripts.processes)
         stack.restart_postgres()      # embedded server only
 
 The database is a fresh one named after the stack, on the embedded PostgreSQL (.data/pg-stack)
@@ -13,17 +13,14 @@ or, when DATABASE_URL is set, on that server. Everything started is stopped by P
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from cryptography.fernet import Fernet
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devdb import ROOT, EmbeddedPostgres
+from scripts.devdb import ROOT, EmbeddedPostgres
+from scripts.processes import end_group, start_in_group
 
 PYTHON = sys.executable
 
@@ -114,12 +111,11 @@ class LocalStack:
         return self.manage("shell", "-c", code, timeout=timeout, **extra)
 
     def spawn(self, args: list[str], *, quiet: bool = True, **extra) -> subprocess.Popen:
-        process = subprocess.Popen(
+        process = start_in_group(  # its own process group: we end exactly what we started
             args,
             env=self.env(**extra),
             stdout=subprocess.DEVNULL if quiet else None,
             stderr=subprocess.DEVNULL if quiet else None,
-            start_new_session=True,  # its own process group: we end exactly what we started
         )
         self.children.append(process)
         return process
@@ -134,26 +130,9 @@ class LocalStack:
             "from django_q.tasks import async_task; async_task('integrations.tasks.sweep_loop')"
         )
 
-    @staticmethod
-    def kill(process: subprocess.Popen) -> None:
-        """SIGKILL a child and its whole process group (a cluster's workers included)."""
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-    @staticmethod
-    def terminate(process: subprocess.Popen, timeout: float = 15) -> None:
-        if process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            LocalStack.kill(process)
-
     def stop(self) -> None:
         for process in reversed(self.children):
-            self.terminate(process)
+            end_group(process, timeout=15)
         self.children.clear()
         if self.embedded is not None:
             self.embedded.stop()
@@ -164,13 +143,3 @@ class LocalStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.25) -> bool:
-    """Poll until predicate() is truthy or the timeout passes (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

@@ -1,6 +1,6 @@
 """Run a command with DATABASE_URL set, starting an embedded PostgreSQL when it is unset.
 
-python scripts/with_db.py [--data .data/pg-test] -- pytest -q
+python -m scripts.with_db [--data .data/pg-test] -- pytest -q
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devdb import ROOT, database_url_or_embedded
+from scripts.devdb import ROOT, database_url_or_embedded
 
 
 def main() -> int:

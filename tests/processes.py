@@ -1,17 +1,20 @@
-"""Real processes for tests: a worker cluster and manage.py commands against the test DB."""
+"""Real processes for tests: a worker cluster and manage.py commands against the test DB.
+
+Starting, stopping and waiting are scripts.processes' (own process group, ended by PID).
+"""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection
+
+from scripts import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,12 +85,11 @@ class Cluster:
     def start(self) -> Cluster:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.process = subprocess.Popen(
+            self.process = processes.start_in_group(
                 [sys.executable, str(ROOT / "manage.py"), "qcluster"],
                 env=self.env,
                 stdout=log,
                 stderr=log,
-                start_new_session=True,
             )
         finally:
             if self.log_path:
@@ -99,51 +101,13 @@ class Cluster:
 
     def group_alive(self) -> bool:
         """Is any process of the cluster's process group still running?"""
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # pragma: no cover - a reused group id
-            return True
-        if self.process.poll() is None:
-            return True
-        # The main process is gone (reaped by poll); zombies of its children count as gone.
-        return _live_members(self.process.pid)
+        return processes.group_alive(self.process)
 
     def kill(self) -> None:
         """SIGKILL the whole cluster (master and workers) mid-work."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.process:
+            processes.kill_group(self.process)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-
-def _live_members(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            return True
-    return False
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+        if self.process is not None:
+            processes.end_group(self.process, timeout=15)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from integrations.receiver import ReceiverServer
+from devtools.receiver import ReceiverServer
 
 
 @pytest.fixture

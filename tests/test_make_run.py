@@ -1,4 +1,4 @@
-"""`make run` as a process (scripts/run.py, what `make run` runs): it stops everything it
+"""`make run` as a process (`python -m scripts.run`, what `make run` runs): it stops everything it
 started, also on a second Ctrl-C, and a run after a crash recovers or says what to do.
 
 Each test uses free ports and its own data directory (own embedded PostgreSQL), so it never
@@ -15,14 +15,21 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.processes import ROOT, wait_until
+from scripts.processes import (
+    free_port,
+    kill_group,
+    signal_group,
+    start_in_group,
+    url_answers,
+    wait_until,
+)
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +37,8 @@ START_TIMEOUT = 180  # migrations on a fresh embedded PostgreSQL, on a busy 2-co
 STOP_TIMEOUT = 60
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class MakeRun:
-    """scripts/run.py in its own session, with free ports and its own data directory."""
+    """`python -m scripts.run` in its own session, with free ports and its own data directory."""
 
     def __init__(self, data_dir: Path, portal_port: int, receiver_port: int):
         self.data_dir = data_dir
@@ -60,13 +61,12 @@ class MakeRun:
 
     def start(self) -> MakeRun:
         with self.log.open("w") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "scripts" / "run.py")],
+            self.process = start_in_group(
+                [sys.executable, "-m", "scripts.run"],
                 env=self.env,
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         return self
 
@@ -80,12 +80,7 @@ class MakeRun:
             return {}
 
     def portal_answers(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.portal_port}/healthz"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return url_answers(f"http://127.0.0.1:{self.portal_port}/healthz", timeout=2)
 
     def wait_ready(self) -> dict:
         def ready_now() -> bool:
@@ -155,14 +150,10 @@ def make_run():
     yield make
     for run in runs:
         remember(run)
-        if run.process is not None and run.process.poll() is None:
-            os.killpg(run.process.pid, signal.SIGKILL)
-            run.process.wait(timeout=10)
+        if run.process is not None:
+            kill_group(run.process)
     for group in groups:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_group(group, signal.SIGKILL)
     postmaster = MakeRun(data_dir, portal_port, receiver_port).postmaster_pid()
     if alive(postmaster):  # only after a failed test: the server this test's run started
         os.kill(postmaster, signal.SIGKILL)

@@ -20,7 +20,7 @@ import math
 import time
 
 from bench.common import cpu_text, fmt, log, pct
-from scripts.stack import wait_until
+from scripts.processes import wait_until
 
 FLEET = "noisy"
 FRESH = "bench-fresh"
@@ -115,10 +115,10 @@ def run(bench) -> None:
     cluster = bench.start_cluster(WEBHOOK_BATCH_SIZE=1)
     meter = bench.meter(cluster)
     try:
-        if not wait_until(lambda: bench.rx.stats()["modes"]["drip"] > 0, 60):
+        if not wait_until(lambda: bench.rx.stats()["modes"]["drip"] > 0, 60, interval=0.25):
             log("fairness: no drip request within 60 s (measuring anyway)")
         first_drip = time.monotonic()
-        wait_until(lambda: bench.rx.stats()["modes"]["delay"] >= 20, 30)
+        wait_until(lambda: bench.rx.stats()["modes"]["delay"] >= 20, 30, interval=0.25)
         budget = 60 if config.quick else 150
         latency = fresh_latency(bench, config.fair_events, wait=10.0, max_seconds=budget)
         # (c) needs the deadline's chance to fire: timeout + 4 s after the first drip request.

@@ -10,14 +10,12 @@ from pathlib import Path
 
 from bench.common import (
     cpu_text,
-    end_group,
     fmt,
-    free_port,
     log,
     median,
 )
 from bench.context import ADMIN_EMAIL, BENCH, PYTHON, ROOT
-from scripts.stack import wait_until
+from scripts.processes import end_group, free_port, wait_until
 
 
 def run(bench) -> None:
@@ -57,7 +55,7 @@ def publish_api(bench) -> dict:
         + ["--chdir", str(ROOT), "--timeout", "60"]
     )
     try:
-        if not wait_until(lambda: _http_status(port, "GET", "/healthz") == 200, 30):
+        if not wait_until(lambda: _http_status(port, "GET", "/healthz") == 200, 30, interval=0.25):
             return {"available": False, "reason": "the portal did not start"}
         status = _http_status(
             port,

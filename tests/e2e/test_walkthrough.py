@@ -11,10 +11,11 @@ import pytest
 from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
+from devtools.receiver import verify_signature
 from integrations.events import event_publish
 from integrations.models import Destination
-from integrations.receiver import verify_signature
-from tests.processes import Cluster, child_env, wait_until
+from scripts.processes import wait_until
+from tests.processes import Cluster, child_env
 
 pytestmark = pytest.mark.e2e
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 import uuid
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from devtools.simulator import publish_fake_events
 from integrations.catalogue import EventType
 from integrations.delivery import drain, outbox
 from integrations.events import BatchPublishError, event_publish, event_publish_many
 from integrations.models import DeliveryEvent, Destination, Event
-from integrations.simulator import publish_fake_events
+from scripts.processes import wait_until
 from tests.api import make_destination
 from tests.factories import TenantFactory
 from tests.integrations.engine_helpers import allow_receiver
@@ -287,7 +287,7 @@ def test_a_deadlock_with_a_concurrent_batch_is_retried(tenant_a, caplog):
                 cursor.execute("SET LOCAL deadlock_timeout = '60s'")
                 insert(cursor, second)
                 holder_waiting.set()
-                assert wait_for(lambda: publisher_waits(cursor), 20)
+                assert wait_until(lambda: publisher_waits(cursor), 20, interval=0.02)
                 insert(cursor, first)  # closes the cycle; the publisher is aborted first
             results["holder"] = "committed"
         except Exception as error:
@@ -333,12 +333,3 @@ def publisher_waits(cursor) -> bool:
         "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
     )
     return cursor.fetchone()[0] > 0
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False

@@ -7,8 +7,9 @@ import time
 import pytest
 
 from integrations.catalogue import EventType
+from scripts.processes import signal_group, wait_until
 from tests.integrations.engine_helpers import make_destination
-from tests.processes import Cluster, child_env, shell, wait_until
+from tests.processes import Cluster, child_env, shell
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -102,7 +103,7 @@ def test_sigterm_stops_the_whole_cluster_within_10_seconds_and_loses_nothing(
         assert wait_until(lambda: len(receiver.received) >= 3, 60)
         stopping = time.monotonic()
         if target == "group":
-            os.killpg(cluster.process.pid, signal.SIGTERM)
+            assert signal_group(cluster.process.pid, signal.SIGTERM)
         else:
             cluster.process.send_signal(signal.SIGTERM)
         stopped = wait_until(lambda: not cluster.group_alive(), 10, interval=0.1)

@@ -8,11 +8,8 @@ import http.client
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,17 +17,12 @@ import pytest
 from portal.access_log import access_line
 from portal.management.commands.generate_keys import new_field_encryption_key, new_secret_key
 from scripts.check_runtime import ENV_EXAMPLE, read_env_file
+from scripts.processes import end_group, free_port, start_in_group, wait_for_url
 from tests import processes
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.slow
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def production_env(static_root: Path, port: int) -> dict[str, str]:
@@ -63,35 +55,23 @@ def get(port: int, path: str, headers: dict | None = None) -> http.client.HTTPRe
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if get(port, "/healthz").status == 200:
-                return True
-        except OSError:
-            time.sleep(0.2)
-    return False
+    """The portal answers /healthz (False at the timeout or once gunicorn has exited)."""
+    url = f"http://127.0.0.1:{port}/healthz"
+    return wait_for_url(url, timeout, process=process, request_timeout=10)
 
 
 def start_gunicorn(env: dict, logs: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+    return start_in_group(  # its own process group: we end exactly what we started
         [GUNICORN, "-c", "gunicorn.conf.py", "portal.wsgi"],
         cwd=ROOT,
         env=env,
         stdout=(logs / "stdout.log").open("w"),
         stderr=(logs / "stderr.log").open("w"),
-        start_new_session=True,  # its own process group: we end exactly what we started
     )
 
 
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    end_group(process, timeout=30)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from portal import checks
 from portal.management.commands.generate_keys import new_field_encryption_key, new_secret_key
 from portal.settings import DEV_FIELD_ENCRYPTION_KEY, DEV_SECRET_KEY
 from scripts.check_runtime import ENV_EXAMPLE, read_env_file, read_env_file_text
+from scripts.processes import signal_group, start_in_group
 from tests.processes import ROOT
 
 GOOD_KEY = Fernet.generate_key().decode()
@@ -26,18 +27,17 @@ GOOD_KEY = Fernet.generate_key().decode()
 
 def manage_py(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run manage.py in its own process group; end the whole group if it outlives `timeout`."""
-    process = subprocess.Popen(
+    process = start_in_group(
         [sys.executable, str(ROOT / "manage.py"), *args],
         env={"PATH": os.environ.get("PATH", ""), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
     )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        signal_group(process.pid, signal.SIGKILL)
         process.communicate()
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -5,7 +5,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.simulator import publish_fake_events
+from devtools.simulator import publish_fake_events
 from portal.models import Tenant
 
 TICK_SECONDS = 0.2  # at high rates, a tick's events go out as one batch per tenant

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connections
 
-from integrations.receiver import (
+from devtools.receiver import (
     DEFAULT_SIGNATURE_HEADER,
     HOST,
     MAX_SLEEP_SECONDS,

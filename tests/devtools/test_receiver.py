@@ -14,8 +14,8 @@ import pytest
 import requests
 from django.core.management import CommandError, call_command
 
-from integrations.management.commands import demo_receiver
-from integrations.receiver import (
+from devtools.management.commands import demo_receiver
+from devtools.receiver import (
     Received,
     ReceiverServer,
     verify_signature,
