@@ -297,7 +297,7 @@ def event_publish(
         [answer] = event_publish_many(tenant=tenant, events=[item])
     except BatchPublishError as error:
         raise PublishError(error.item_errors[0]) from None
-    return Published(Event.objects.get(pk=answer.pk), answer.created)
+    return Published(Event.objects.for_tenant(tenant).get(pk=answer.pk), answer.created)
 
 
 def destination_candidates(tenant: Tenant) -> list[Destination]:

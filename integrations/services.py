@@ -107,7 +107,11 @@ def destination_update(*, destination: Destination, actor, data: dict[str, Any])
     format (no overlap: receivers must switch anyway); it is in `destination.generated_secret`
     to be shown once."""
     lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
-    destination = Destination.objects.select_for_update().get(pk=destination.pk)
+    destination = (
+        Destination.objects.for_tenant(destination.tenant_id)
+        .select_for_update()
+        .get(pk=destination.pk)
+    )
     before = destination_snapshot(destination)
     old_headers = destination.custom_headers()
     was_active = destination.active
@@ -151,7 +155,11 @@ def destination_update(*, destination: Destination, actor, data: dict[str, Any])
 def destination_set_active(*, destination: Destination, actor, active: bool) -> Destination:
     """Pause or activate; activating a disabled destination resumes its kept backlog."""
     lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
-    destination = Destination.objects.select_for_update().get(pk=destination.pk)
+    destination = (
+        Destination.objects.for_tenant(destination.tenant_id)
+        .select_for_update()
+        .get(pk=destination.pk)
+    )
     if destination.active == active and destination.disabled_at is None:
         return destination
     destination.active = active
@@ -188,7 +196,11 @@ def destination_rotate_secret(
 ) -> tuple[Destination, str | None]:
     """Replace the secret; the previous one keeps signing for the overlap window."""
     lock_chain(destination.tenant_id)  # the audit lock first, then the row (see lock_chain)
-    destination = Destination.objects.select_for_update().get(pk=destination.pk)
+    destination = (
+        Destination.objects.for_tenant(destination.tenant_id)
+        .select_for_update()
+        .get(pk=destination.pk)
+    )
     if overlap_hours is None:
         overlap_hours = settings.WEBHOOK_SECRET_OVERLAP_HOURS
     generated = None if new_secret else generate_secret_for(destination.signature_scheme)
@@ -220,7 +232,11 @@ def destination_delete(*, destination: Destination, actor) -> None:
     gone) or finishes recording first.
     """
     lock_chain(destination.tenant_id)
-    destination = Destination.objects.select_for_update().get(pk=destination.pk)
+    destination = (
+        Destination.objects.for_tenant(destination.tenant_id)
+        .select_for_update()
+        .get(pk=destination.pk)
+    )
     record(
         tenant=destination.tenant,
         actor=actor,
@@ -404,7 +420,9 @@ def _reopen(delivery: Delivery) -> None:
 def delivery_resend(*, delivery: Delivery, actor) -> Delivery:
     """Send a failed delivery again (same events, new attempts), ahead of newer events."""
     lock_chain(delivery.tenant_id)  # the audit lock first, then rows (see lock_chain)
-    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    delivery = (
+        Delivery.objects.for_tenant(delivery.tenant_id).select_for_update().get(pk=delivery.pk)
+    )
     if delivery.state != DeliveryState.FAILED or delivery.is_test:
         raise NotResendable("Only failed deliveries can be resent.")
     _reopen(delivery)
@@ -424,9 +442,11 @@ def delivery_resend(*, delivery: Delivery, actor) -> Delivery:
 def destination_resend_all_failed(*, destination: Destination, actor) -> ResendJob:
     """Queue every failed delivery of the destination again, in the background."""
     lock_chain(destination.tenant_id)  # the audit lock first, then rows (see lock_chain)
-    total = Delivery.objects.filter(
-        destination=destination, state=DeliveryState.FAILED, is_test=False
-    ).count()
+    total = (
+        Delivery.objects.for_tenant(destination.tenant_id)
+        .filter(destination=destination, state=DeliveryState.FAILED, is_test=False)
+        .count()
+    )
     job = ResendJob.objects.create(
         tenant_id=destination.tenant_id, destination=destination, total=total, created_by=actor
     )

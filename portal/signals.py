@@ -9,11 +9,11 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from audit.services import lock_chain, record
-from portal.models import Membership, User
+from portal.models import User
 
 
 def _record_for_user_tenants(user, action: str, actor) -> None:
-    for membership in Membership.objects.filter(user=user).select_related("tenant"):
+    for membership in user.memberships.select_related("tenant"):
         record(
             tenant=membership.tenant,
             actor=actor,
@@ -49,7 +49,7 @@ def on_login_failed(sender, credentials, request=None, **kwargs):
     if request is not None and _locked_out(request, credentials):
         return
     since = timezone.now() - FAILED_SIGN_IN_EVERY
-    for membership in Membership.objects.filter(user=user).select_related("tenant"):
+    for membership in user.memberships.select_related("tenant"):
         with transaction.atomic():
             lock_chain(membership.tenant_id)  # check and write as one, per tenant
             recent = AuditEntry.objects.filter(

@@ -84,7 +84,9 @@ def api_token_create(
 @transaction.atomic
 def api_token_revoke(*, api_token: ApiToken, actor: User) -> ApiToken:
     """Revoke the token (kept for the record); revoking twice changes nothing."""
-    api_token = ApiToken.objects.select_for_update().get(pk=api_token.pk)
+    api_token = (
+        ApiToken.objects.for_tenant(api_token.tenant_id).select_for_update().get(pk=api_token.pk)
+    )
     if api_token.revoked_at is not None:
         return api_token
     api_token.revoked_at = timezone.now()
@@ -152,7 +154,9 @@ def _touch(api_token: ApiToken) -> None:
     if api_token.last_used_at is not None and now - api_token.last_used_at < LAST_USED_PRECISION:
         return
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_PRECISION)
-    ApiToken.objects.filter(stale, pk=api_token.pk).update(last_used_at=now)
+    ApiToken.objects.for_tenant(api_token.tenant_id).filter(stale, pk=api_token.pk).update(
+        last_used_at=now
+    )
     api_token.last_used_at = now
 
 
