@@ -169,7 +169,7 @@ def verify_chain(
         expected_prev = entry.hash
         expected_sequence += 1
         checked += 1
-    if not head_seen:
+    if expect_head is not None and not head_seen:  # head_seen starts True without one
         reason = (
             f"the chain was cut off: it ends at #{expected_sequence - 1}, before the saved "
             f"head #{expect_head.sequence}"

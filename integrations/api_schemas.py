@@ -48,8 +48,8 @@ def _destination(name: str, **extra: Any) -> dict[str, Any]:
     return {**_documented_limits(DestinationForm, name), **extra}
 
 
-AT_LEAST_ONE = {"minItems": 1}
-HEADER_LIMIT = {"maxProperties": MAX_CUSTOM_HEADERS}
+AT_LEAST_ONE: dict[str, Any] = {"minItems": 1}
+HEADER_LIMIT: dict[str, Any] = {"maxProperties": MAX_CUSTOM_HEADERS}
 
 
 def _refuse_nul(value: Any) -> Any:

@@ -126,6 +126,10 @@ class Destination(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Not stored: set by services.destination_update on the instance it returns, so that the
+    # caller can show a newly generated secret once.
+    generated_secret: str | None
+
     signature_scheme = models.CharField(
         max_length=24, choices=SignatureScheme.choices, default=SignatureScheme.ONEPROTECT
     )
@@ -295,6 +299,9 @@ class Delivery(TenantOwnedModel):
     # The outbox position of the batch's first event: open batches go out in this order.
     first_item_id = models.BigIntegerField(default=0)
 
+    # Not stored: set by the Integrations page's live fragment for display ("3 minutes ago").
+    relative: str
+
     class Meta:
         indexes = [
             models.Index(fields=["destination", "-id"], name="delivery_dest_id"),
@@ -431,6 +438,10 @@ class DeliveryWorker(models.Model):
     in_flight = models.PositiveIntegerField(default=0)
     attempts = models.PositiveBigIntegerField(default=0)
     stopped_at = models.DateTimeField(null=True, blank=True)
+
+    # Not stored: set by the staff page (integrations.ops) for display.
+    live: bool
+    age: float  # seconds since the last heartbeat
 
     class Meta:
         ordering = ["slot", "-started_at"]

@@ -171,11 +171,12 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
                 continue
             attempts.append(attempt)
             recorded = _apply(policy, claim, outcome, row, destination_updates)
+            delivery = claim.delivery  # what _apply decided on (recorded.delivery)
             if recorded.action == Action.SPLIT:
-                _split(cursor, recorded.delivery)
-            delivery_updates.append(_delivery_values(recorded.delivery))
+                _split(cursor, delivery)
+            delivery_updates.append(_delivery_values(delivery))
             if recorded.action in (Action.DELIVER, Action.FAIL, Action.SPLIT):
-                finished.append((claim, recorded.delivery))
+                finished.append((claim, delivery))
             done.append(recorded)
         Attempt.objects.bulk_create(attempts)
         _update_deliveries(cursor, delivery_updates)
