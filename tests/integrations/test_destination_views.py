@@ -9,7 +9,6 @@ to connect.
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 from django.db import connection
@@ -17,40 +16,18 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from audit.models import AuditEntry
-from integrations import url_safety
 from integrations.catalogue import EventType
 from integrations.models import Destination
 from integrations.services import destination_create, destination_set_active
 from integrations.url_safety import SSRF_ERROR
 from tests.factories import TenantFactory
 
-DNS = {
-    "hooks.example.com": ["93.184.216.34"],
-    "other.example.com": ["93.184.216.35"],
-    "internal.example.com": ["10.1.2.3"],
-}
 GIVEN_SECRET = "given-secret-0123456789abcdef"
 HEADER_VALUE = "header-value-Zx81-do-not-show"
 ROLES_WITHOUT_MANAGE = ["operator", "auditor"]
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch, settings):
-    """Names resolve through DNS above; any real lookup or connect fails the test."""
-
-    def resolve(host: str, port: int) -> list[str]:
-        if host in DNS:
-            return DNS[host]
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"a test tried to use the network: {args!r}")
-
-    monkeypatch.setattr(url_safety, "resolve_host", resolve)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    settings.WEBHOOK_ENQUEUE = False
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def form_data(**overrides) -> dict:

@@ -1,7 +1,10 @@
-"""Fixtures shared by the SSRF tests: a guard that refuses every connection and name lookup.
+"""No network in tests: the guard behind the `no_network` and `network_guard` fixtures.
 
-`network_guard` is not autouse: the engine tests talk to real loopback receivers. The URL
-safety and delivery client tests switch it on for every test of their module.
+`install_network_guard` makes every socket connect and every name lookup fail the test
+(`NetworkBlocked`) and records it; only 127.0.0.1 ports of a test's own loopback servers,
+added to `guard.loopback_ports`, get through. `block_network` adds to that what the portal and
+API tests need: `url_safety.resolve_host` answers from `DNS` below, and nothing is queued to
+django-q2. The fixtures themselves are in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -10,6 +13,14 @@ import socket
 from typing import Any
 
 import pytest
+
+from integrations import url_safety
+
+DNS = {
+    "hooks.example.com": ["93.184.216.34"],
+    "other.example.com": ["93.184.216.35"],
+    "internal.example.com": ["10.1.2.3"],
+}
 
 
 class NetworkBlocked(AssertionError):
@@ -38,8 +49,7 @@ class NetworkGuard:
         return NetworkBlocked(f"network access attempted in a test: {kind} {target!r}")
 
 
-@pytest.fixture
-def network_guard(monkeypatch: pytest.MonkeyPatch) -> NetworkGuard:
+def install_network_guard(monkeypatch: pytest.MonkeyPatch) -> NetworkGuard:
     """Fail (and record) any socket connect or name lookup other than to our loopback server."""
     guard = NetworkGuard()
     real_connect = socket.socket.connect
@@ -80,4 +90,24 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> NetworkGuard:
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     for name in ("gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getfqdn"):
         monkeypatch.setattr(socket, name, lookup(name))
+    return guard
+
+
+def fake_resolve(host: str, port: int) -> list[str]:
+    """`url_safety.resolve_host` for tests: answers from DNS above, other names do not exist."""
+    if host in DNS:
+        return DNS[host]
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def stub_dns(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    """Names resolve through DNS above, and nothing is queued to django-q2."""
+    monkeypatch.setattr(url_safety, "resolve_host", fake_resolve)
+    settings.WEBHOOK_ENQUEUE = False
+
+
+def block_network(monkeypatch: pytest.MonkeyPatch, settings: Any) -> NetworkGuard:
+    """What the `no_network` fixture does, for a test or fixture that switches it on itself."""
+    guard = install_network_guard(monkeypatch)
+    stub_dns(monkeypatch, settings)
     return guard
