@@ -1,10 +1,5 @@
 """A destination's page: its deliveries (columns, filters, paging, live refresh) and what read-only
-roles see.
-
-Real PostgreSQL and, where something is sent, a real receiver on 127.0.0.1. Every action view is
-tested for STYLE §10's cases: it works for an admin; 403 for an operator and an auditor; another
-tenant's object is 404; a GET is 405.
-"""
+roles see."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""The destination form: create (with the SSRF and validation errors) and edit.
-
-Every view that changes data is tested for STYLE §10's four cases: it works for an admin; it is
-403 for an operator and an auditor; another tenant's destination is 404; a GET is 405 where the
-view is POST-only. No test touches the network (the `no_network` fixture).
-"""
+"""The destination form: create (with the SSRF and validation errors) and edit."""
 
 from __future__ import annotations
 

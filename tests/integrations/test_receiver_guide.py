@@ -1,9 +1,4 @@
-"""The receiver guide: the headers sent, the Splunk form, the Python snippet.
-
-Real PostgreSQL and, where something is sent, a real receiver on 127.0.0.1. Every action view is
-tested for STYLE §10's cases: it works for an admin; 403 for an operator and an auditor; another
-tenant's object is 404; a GET is 405.
-"""
+"""The receiver guide: the headers sent, the Splunk form, the Python snippet."""
 
 from __future__ import annotations
 
