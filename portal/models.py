@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
+from django.utils import timezone
 
 
 class UserManager(BaseUserManager):
@@ -132,6 +133,4 @@ class ApiToken(TenantOwnedModel):
 
     @property
     def is_expired(self) -> bool:
-        from django.utils import timezone
-
         return self.expires_at is not None and self.expires_at <= timezone.now()
