@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from integrations import crypto
 from integrations.catalogue import SEVERITY_RANK, EventType, Severity
+from integrations.redaction import mask_query
 from portal.models import Tenant, TenantOwnedModel, TenantQuerySet
 
 DEFAULT_SIGNATURE_HEADER = "X-OneProtect-Signature"
@@ -153,8 +154,6 @@ class Destination(TenantOwnedModel):
     @property
     def endpoint_url_masked(self) -> str:
         """The URL with query values masked (they often hold API keys): for display."""
-        from integrations.redaction import mask_query
-
         return mask_query(self.endpoint_url)
 
     # Secrets -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from integrations.models import (
     ErrorKind,
     Health,
 )
-from integrations.redaction import mask_excerpt_for
+from integrations.redaction import MIN_MASKED_LENGTH, destination_secret_values, mask_echoed_secrets
 
 logger = logging.getLogger("integrations.delivery.record")
 
@@ -58,6 +58,18 @@ def describe_failure(outcome: Outcome) -> str:
         text = f"HTTP {outcome.status_code}"
         return f"{text}: {outcome.detail}" if outcome.detail else text
     return outcome.detail or ErrorKind(outcome.error_kind).label
+
+
+def mask_excerpt_for(destination, excerpt: str) -> str:
+    """`mask_echoed_secrets` with the destination's secrets. `destination` is a Destination
+    or its id (then it is loaded only when the excerpt could hold a secret)."""
+    if not excerpt or len(excerpt) < MIN_MASKED_LENGTH:
+        return excerpt
+    if not isinstance(destination, Destination):
+        destination = Destination.objects.filter(pk=destination).first()
+    if destination is None:
+        return excerpt
+    return mask_echoed_secrets(excerpt, destination_secret_values(destination))
 
 
 def record_attempt(delivery: Delivery, outcome: Outcome) -> None:

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations import health
+from integrations import selectors
 from integrations.catalogue import EventType
 from integrations.delivery import drain
 from integrations.models import (
@@ -135,10 +135,10 @@ def test_chart_has_24_hourly_bars_of_delivered_and_failed(tenant_a, client_for):
     add_attempt(delivery, ok=False, started_at=now - timedelta(minutes=2), number=2)
     add_attempt(delivery, ok=False, started_at=now - timedelta(hours=5), number=3)
 
-    [card] = health.destinations_health([destination], now=now)
+    [card] = selectors.destinations_health([destination], now=now)
     assert len(card.bars) == 24
     assert (card.bars[-1].delivered, card.bars[-1].failed) == (1, 1)
-    five_hours_ago = health.chart_start(now) + timedelta(hours=18)
+    five_hours_ago = selectors.chart_start(now) + timedelta(hours=18)
     assert (card.bars[18].start, card.bars[18].failed) == (five_hours_ago, 1)
     assert sum(bar.delivered + bar.failed for bar in card.bars) == 3
 
