@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import GENESIS_HASH, HMAC_HASH, LEGACY_HASH, AuditEntry
+from audit.signals import audit_entry_recorded
 from portal.logging import client_var, request_id_var
 from portal.models import Tenant
 
@@ -68,19 +69,10 @@ def record(
         )
         entry.hash = entry.compute_hash()
         entry.save(force_insert=True)
-        _publish(entry)
+        # Each entry is also an `audit_log` event for the tenant's destinations (integrations
+        # receives this; audit does not import it). Sent in the transaction, like the entry.
+        audit_entry_recorded.send(sender=AuditEntry, entry=entry)
         return entry
-
-
-def _publish(entry: AuditEntry) -> None:
-    """Each entry is also an `audit_log` event for the tenant's destinations."""
-    hook = PUBLISH_HOOK.get("publish")
-    if hook is not None:
-        hook(entry)
-
-
-# Set by the integrations app once events exist; kept as a seam so audit does not import it.
-PUBLISH_HOOK: dict[str, Any] = {}
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict, dict]:
@@ -169,7 +161,7 @@ def verify_chain(
         expected_prev = entry.hash
         expected_sequence += 1
         checked += 1
-    if not head_seen:
+    if expect_head is not None and not head_seen:  # head_seen starts True without one
         reason = (
             f"the chain was cut off: it ends at #{expected_sequence - 1}, before the saved "
             f"head #{expect_head.sequence}"

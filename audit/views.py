@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET
 
 from audit.forms import AuditFilterForm
 from audit.models import AuditEntry
+from audit.selectors import audit_entry_list
 from audit.services import chain_head, parse_heads, verify_chain
 from portal.filters import keyset_page
 from portal.permissions import Capability, require_capability
@@ -63,7 +64,7 @@ def index(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {"form": form, "page": Page([]), "filter_query": ""}
     if not form.is_valid():
         return render(request, "audit/index.html", context, status=400)
-    entries = form.apply(AuditEntry.objects.for_tenant(request.tenant))
+    entries = form.apply(audit_entry_list(tenant=request.tenant))
     page = _page(entries, before=form.cleaned_data["before"], after=form.cleaned_data["after"])
     for entry in page.entries:
         entry.changes = _changes(entry.before, entry.after)
@@ -83,7 +84,7 @@ def export(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         context = {"form": form, "page": Page([]), "filter_query": ""}
         return render(request, "audit/index.html", context, status=400)
-    entries = form.apply(AuditEntry.objects.for_tenant(request.tenant)).order_by("-id")
+    entries = form.apply(audit_entry_list(tenant=request.tenant))  # newest first
     filename = f"audit-{request.tenant.slug}-{timezone.localdate():%Y%m%d}.csv"
     return StreamingHttpResponse(
         _csv_lines(entries, head=str(chain_head(request.tenant))),

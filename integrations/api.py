@@ -1,35 +1,28 @@
-"""The v1 API (`/api/v1/`): destinations, deliveries, events, the event catalogue, audit logs.
+"""The v1 API (`/api/v1/`): destinations, deliveries, events and the event catalogue.
 
 Operations are thin, like the portal's views: the token gives the tenant and the role
 (`requires(...)` checks the permission table before anything else runs), objects are found
 within the tenant (another tenant's object is 404), DestinationForm and events.validate_event
-validate, and the same services as the portal write, with their audit entries. Mounted by
-portal/api.py.
+validate, selectors read and the same services as the portal write, with their audit entries.
+Mounted by portal/api.py (beside audit/api.py).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from ninja import Body, Path, Query, Router, Status
 from ninja.errors import HttpError
 from pydantic import ValidationError as PydanticValidationError
 
-from audit.models import AuditEntry
+from integrations import selectors
 from integrations.api_schemas import (
     MASK,
-    AuditFilters,
-    AuditPage,
     DeliveryDetailOut,
     DeliveryFilters,
     DeliveryOut,
@@ -38,7 +31,6 @@ from integrations.api_schemas import (
     DestinationOut,
     DestinationPatch,
     DestinationWithSecretOut,
-    ErrorOut,
     EventBatchIn,
     EventBatchOut,
     EventIn,
@@ -47,7 +39,6 @@ from integrations.api_schemas import (
     EventTypeOut,
     RotateSecretIn,
     TestResultOut,
-    ValidationErrorOut,
 )
 from integrations.catalogue import EVENT_TYPE_DESCRIPTIONS, EXAMPLE_PAYLOADS, EventType
 from integrations.events import (
@@ -72,24 +63,24 @@ from integrations.services import (
     destination_update,
 )
 from portal import ratelimits
+from portal.api_common import (
+    BODY,
+    DENIED,
+    INVALID,
+    LIMITED,
+    NOT_FOUND,
+    ErrorOut,
+    invalid,
+    paginate,
+    request_principal,
+)
 from portal.permissions import Capability, has_capability
 from portal.tokens import ApiPrincipal, requires
 
 router = Router()
 
-# Documented error responses (one shape each: {"detail": ...}, plus "errors" for 400).
-DENIED = {401: ErrorOut, 403: ErrorOut}
-NOT_FOUND = {404: ErrorOut}
-INVALID = {400: ValidationErrorOut}
-BODY = {**INVALID, 413: ErrorOut}
-LIMITED = {429: ErrorOut}  # with Retry-After (portal/ratelimits.py)
-
 # Form fields the API exposes, in the form's terms; rate_limit_per_second stays portal-only.
 FORM_FIELDS = tuple(field for field in CONFIG_FIELDS if field != "rate_limit_per_second")
-
-
-def _principal(request: HttpRequest) -> ApiPrincipal:
-    return request.auth  # set by ApiTokenAuth; never the session
 
 
 def _rate_limit(request: HttpRequest, principal: ApiPrincipal, action: str) -> None:
@@ -101,46 +92,12 @@ def _may_edit(principal: ApiPrincipal) -> bool:
     return has_capability(principal.membership, Capability.MANAGE_DESTINATIONS)
 
 
-def _invalid(errors: dict[str, list[str]]) -> ValidationError:
-    """A 400 with field errors (portal/api.py renders it)."""
-    return ValidationError({field: list(messages) for field, messages in errors.items()})
-
-
 def _form_errors(form, *, non_field: str = "non_field_errors") -> dict[str, list[str]]:
     """A form's errors by field name; errors of the whole form under `non_field`."""
     return {
         (non_field if field == "__all__" else field): [error["message"] for error in errors]
         for field, errors in form.errors.get_json_data().items()
     }
-
-
-# Pagination -----------------------------------------------------------------------------------
-INVALID_CURSOR = "Invalid cursor: pass next_cursor as it was returned."
-
-
-def _encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        last_id = int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise _invalid({"cursor": [INVALID_CURSOR]}) from None
-    if kind != "id" or last_id < 1:
-        raise _invalid({"cursor": [INVALID_CURSOR]})
-    return last_id
-
-
-def paginate(queryset: QuerySet, *, cursor: str | None, limit: int) -> tuple[list, str | None]:
-    """Newest first by id (keyset pagination: stable while rows are added)."""
-    if cursor:
-        queryset = queryset.filter(id__lt=_decode_cursor(cursor))
-    rows = list(queryset.order_by("-id")[: limit + 1])
-    next_cursor = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
 
 
 # Path parameters: a delivery id fits PostgreSQL's bigint.
@@ -226,25 +183,6 @@ def _event_out(event: Event) -> dict[str, Any]:
     }
 
 
-def _audit_entry_out(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.pk,
-        "sequence": entry.sequence,
-        "created_at": entry.created_at,
-        "actor": entry.actor_name,
-        "action": entry.action,
-        "target_type": entry.target_type,
-        "target_id": entry.target_id,
-        "target": entry.target_repr,
-        "before": entry.before or {},
-        "after": entry.after or {},
-        "ip": entry.ip,
-        "user_agent": entry.user_agent,
-        "request_id": entry.request_id,
-        "hash": entry.hash,
-    }
-
-
 # Destination input → DestinationForm ------------------------------------------------------------
 def _form_value(field: str, value: Any) -> Any:
     """A JSON value as the form reads it (null means blank; enums are their values)."""
@@ -283,16 +221,16 @@ def _validated_form(
         if "include_child_tenants" not in form.fields:
             errors["include_child_tenants"] = ["This tenant has no child accounts."]
     if errors:
-        raise _invalid(errors)
+        raise invalid(errors)
     return form
 
 
-def _get_destination(principal: ApiPrincipal, destination_id) -> Destination:
-    return get_object_or_404(Destination.objects.for_tenant(principal.tenant), pk=destination_id)
+def _get_destination(caller: ApiPrincipal, destination_id) -> Destination:
+    return selectors.destination_get(tenant=caller.tenant, pk=destination_id)
 
 
-def _get_delivery(principal: ApiPrincipal, delivery_id: DeliveryId) -> Delivery:
-    return get_object_or_404(Delivery.objects.for_tenant(principal.tenant), pk=delivery_id)
+def _get_delivery(caller: ApiPrincipal, delivery_id: DeliveryId) -> Delivery:
+    return selectors.delivery_get(tenant=caller.tenant, pk=delivery_id)
 
 
 # Destinations -----------------------------------------------------------------------------------
@@ -308,8 +246,8 @@ DESTINATIONS = ["Destinations"]
 )
 def list_destinations(request: HttpRequest):
     """The tenant's destinations by name. Secrets are never returned."""
-    principal = _principal(request)
-    destinations = Destination.objects.for_tenant(principal.tenant).order_by("name")
+    principal = request_principal(request)
+    destinations = selectors.destination_list(tenant=principal.tenant)
     full_url = _may_edit(principal)
     return [_destination_out(destination, full_url=full_url) for destination in destinations]
 
@@ -324,7 +262,7 @@ def list_destinations(request: HttpRequest):
 )
 def create_destination(request: HttpRequest, payload: DestinationIn):
     """Admins only. Answers 201; a generated `secret` is in this response only."""
-    principal = _principal(request)
+    principal = request_principal(request)
     values = {field: _form_value(field, getattr(payload, field)) for field in FORM_FIELDS}
     if payload.event_types is None:
         values["event_types"] = list(EventType.values)
@@ -352,7 +290,7 @@ def create_destination(request: HttpRequest, payload: DestinationIn):
     **requires(Capability.VIEW_INTEGRATIONS),
 )
 def get_destination(request: HttpRequest, destination_id: uuid.UUID):
-    principal = _principal(request)
+    principal = request_principal(request)
     destination = _get_destination(principal, destination_id)
     return _destination_out(destination, full_url=_may_edit(principal))
 
@@ -367,7 +305,7 @@ def get_destination(request: HttpRequest, destination_id: uuid.UUID):
 )
 def update_destination(request: HttpRequest, destination_id: uuid.UUID, payload: DestinationPatch):
     """Admins only. Fields left out keep their values; the whole result is validated again."""
-    principal = _principal(request)
+    principal = request_principal(request)
     destination = _get_destination(principal, destination_id)
     given = payload.model_fields_set
     values = {field: getattr(destination, field) for field in FORM_FIELDS}
@@ -400,7 +338,7 @@ def update_destination(request: HttpRequest, destination_id: uuid.UUID, payload:
 )
 def delete_destination(request: HttpRequest, destination_id: uuid.UUID):
     """Admins only. Deletes the destination with its deliveries."""
-    principal = _principal(request)
+    principal = request_principal(request)
     destination_delete(
         destination=_get_destination(principal, destination_id), actor=principal.user
     )
@@ -416,7 +354,7 @@ def delete_destination(request: HttpRequest, destination_id: uuid.UUID):
 )
 def send_test(request: HttpRequest, destination_id: uuid.UUID):
     """Admins only. Sends one test event now and reports the outcome (200 whatever it was)."""
-    principal = _principal(request)
+    principal = request_principal(request)
     _rate_limit(request, principal, ratelimits.TEST_SEND)
     result = destination_send_test(
         destination=_get_destination(principal, destination_id), actor=principal.user
@@ -447,7 +385,7 @@ def rotate_secret(
     """Admins only. The previous secret keeps signing for `overlap_hours`; a generated
     `secret` is in this response only. A Splunk destination's `secret` is its HEC token:
     required here, and it replaces the old one at once (HEC has one token; no overlap)."""
-    principal = _principal(request)
+    principal = request_principal(request)
     destination = _get_destination(principal, destination_id)
     payload = payload or RotateSecretIn()
     overlap = payload.overlap_hours
@@ -460,7 +398,7 @@ def rotate_secret(
         provider=destination.provider,
     )
     if not form.is_valid():
-        raise _invalid(_form_errors(form))
+        raise invalid(_form_errors(form))
     destination, generated = destination_rotate_secret(
         destination=destination,
         actor=principal.user,
@@ -488,15 +426,15 @@ def list_deliveries(
     request: HttpRequest, destination_id: uuid.UUID, filters: Query[DeliveryFilters]
 ):
     """Newest first, filtered by state and creation time; follow `next_cursor` for more."""
-    principal = _principal(request)
+    principal = request_principal(request)
     destination = _get_destination(principal, destination_id)
-    deliveries = Delivery.objects.for_tenant(principal.tenant).filter(destination=destination)
-    if filters.state:
-        deliveries = deliveries.filter(state=filters.state)
-    if filters.since:
-        deliveries = deliveries.filter(created_at__gte=_aware(filters.since))
-    if filters.until:
-        deliveries = deliveries.filter(created_at__lt=_aware(filters.until))
+    deliveries = selectors.delivery_list(
+        tenant=principal.tenant,
+        destination=destination,
+        state=filters.state,
+        since=_aware(filters.since) if filters.since else None,
+        until=_aware(filters.until) if filters.until else None,
+    )
     rows, next_cursor = paginate(deliveries, cursor=filters.cursor, limit=filters.limit)
     return {"items": [_delivery_out(row) for row in rows], "next_cursor": next_cursor}
 
@@ -515,10 +453,12 @@ def _aware(moment: datetime) -> datetime:
 )
 def get_delivery(request: HttpRequest, delivery_id: DeliveryId):
     """Attempts carry the response excerpt, the (masked) request headers and what to do."""
-    delivery = _get_delivery(_principal(request), delivery_id)
+    delivery = _get_delivery(request_principal(request), delivery_id)
     return {
         **_delivery_out(delivery),
-        "attempts": [_attempt_out(attempt) for attempt in delivery.attempts.order_by("number")],
+        "attempts": [
+            _attempt_out(attempt) for attempt in selectors.attempt_list(delivery=delivery)
+        ],
     }
 
 
@@ -531,7 +471,7 @@ def get_delivery(request: HttpRequest, delivery_id: DeliveryId):
 )
 def resend_delivery(request: HttpRequest, delivery_id: DeliveryId):
     """Admins only. Only a failed delivery can be resent (409 otherwise)."""
-    principal = _principal(request)
+    principal = request_principal(request)
     delivery = _get_delivery(principal, delivery_id)
     try:
         delivery = delivery_resend(delivery=delivery, actor=principal.user)
@@ -605,7 +545,7 @@ def publish_event(request: HttpRequest, payload: Body[EventPublishIn]):
     EVENTS_BATCH_MAX_BYTES): all or nothing; a 400 names each bad item as
     `events[<index>].<field>` and stores nothing. The answer lists every item's `event_id`
     with `created` or `duplicate`; 201 when the batch stored any event, 200 when none."""
-    principal = _principal(request)
+    principal = request_principal(request)
     _rate_limit(request, principal, ratelimits.PUBLISH)
     if isinstance(payload, EventBatchIn):
         return _publish_batch(principal, payload.events)
@@ -619,7 +559,7 @@ def publish_event(request: HttpRequest, payload: Body[EventPublishIn]):
             event_time=payload.event_time,
         )
     except PublishError as error:
-        raise _invalid({field: [message] for field, message in error.errors.items()}) from None
+        raise invalid({field: [message] for field, message in error.errors.items()}) from None
     return Status(201 if published.created else 200, _event_out(published.event))
 
 
@@ -652,9 +592,9 @@ def _publish_batch(principal: ApiPrincipal, items: list[Any]):
     """Check every item (types, then the rules of events), then store all or nothing."""
     limit = settings.EVENTS_BATCH_MAX_COUNT
     if not items:
-        raise _invalid({"events": ["Send at least one event."]})
+        raise invalid({"events": ["Send at least one event."]})
     if len(items) > limit:
-        raise _invalid(
+        raise invalid(
             {"events": [f"A batch holds at most {limit} events; this one has {len(items)}."]}
         )
     errors: dict[str, list[str]] = {}
@@ -686,7 +626,7 @@ def _publish_batch(principal: ApiPrincipal, items: list[Any]):
             for field, message in item_errors.items():
                 errors[f"events[{positions[position]}].{field}"] = [message]
     if errors:
-        raise _invalid(dict(sorted(errors.items(), key=lambda pair: _error_order(pair[0]))))
+        raise invalid(dict(sorted(errors.items(), key=lambda pair: _error_order(pair[0]))))
     created = sum(answer.created for answer in answers)
     body = {
         "created": created,
@@ -723,22 +663,3 @@ def list_event_types(request: HttpRequest):
         }
         for event_type in EventType
     ]
-
-
-# Audit ------------------------------------------------------------------------------------------
-@router.get(
-    "/audit-logs",
-    response={200: AuditPage, **INVALID, **DENIED},
-    tags=["Audit"],
-    summary="List audit log entries",
-    **requires(Capability.VIEW_AUDIT),
-)
-def list_audit_logs(request: HttpRequest, filters: Query[AuditFilters]):
-    """The tenant's audit entries, newest first; filter by exact action or actor email."""
-    entries = AuditEntry.objects.for_tenant(_principal(request).tenant)
-    if filters.action:
-        entries = entries.filter(action=filters.action)
-    if filters.actor:
-        entries = entries.filter(actor_name__iexact=filters.actor)
-    rows, next_cursor = paginate(entries, cursor=filters.cursor, limit=filters.limit)
-    return {"items": [_audit_entry_out(row) for row in rows], "next_cursor": next_cursor}

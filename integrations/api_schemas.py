@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 from django import forms
 from django.conf import settings
 from ninja import Field, Schema
-from pydantic import ConfigDict, Discriminator, SkipValidation, StrictInt, Tag, field_validator
+from pydantic import Discriminator, SkipValidation, StrictInt, Tag
 
 from integrations.catalogue import EventType, Severity
 from integrations.forms import MAX_CUSTOM_HEADERS, DestinationForm, RotateSecretForm
 from integrations.models import Batching, DeliveryState, Provider, SignatureScheme
+from portal.api_common import ApiInput, ApiQuery
 
 MASK = "••••••••"
 
@@ -48,68 +49,10 @@ def _destination(name: str, **extra: Any) -> dict[str, Any]:
     return {**_documented_limits(DestinationForm, name), **extra}
 
 
-AT_LEAST_ONE = {"minItems": 1}
-HEADER_LIMIT = {"maxProperties": MAX_CUSTOM_HEADERS}
+AT_LEAST_ONE: dict[str, Any] = {"minItems": 1}
+HEADER_LIMIT: dict[str, Any] = {"maxProperties": MAX_CUSTOM_HEADERS}
 
 
-def _refuse_nul(value: Any) -> Any:
-    """PostgreSQL cannot store NUL in text: refuse it anywhere in the input, keys included."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("Must not contain NUL characters.")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_nul(key)
-            _refuse_nul(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _refuse_nul(item)
-    return value
-
-
-class ApiInput(Schema):
-    """Base of every request body and query: no NUL characters in any field."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def no_nul_characters(cls, value: Any) -> Any:
-        return _refuse_nul(value)
-
-
-def _query_parameters_are_strings(schema: dict[str, Any]) -> None:
-    """A query parameter is absent or a string, never JSON null: document it so."""
-    for prop in schema.get("properties", {}).values():
-        branches = prop.pop("anyOf", None)
-        if branches is None:
-            continue
-        kept = [branch for branch in branches if branch != {"type": "null"}]
-        if len(kept) == 1:
-            prop.update(kept[0])
-        else:
-            prop["anyOf"] = kept
-
-
-class ApiQuery(ApiInput):
-    """Base of query filters (every value arrives as text; repeating a parameter is an error)."""
-
-    model_config = ConfigDict(json_schema_extra=_query_parameters_are_strings)
-
-
-# Errors -----------------------------------------------------------------------------------------
-class ErrorOut(Schema):
-    detail: str = Field(..., examples=["Not found."])
-
-
-class ValidationErrorOut(Schema):
-    detail: str = Field(..., examples=["Validation failed"])
-    errors: dict[str, list[str]] = Field(
-        ...,
-        description="Messages per field name; `body` for the request body as a whole.",
-        examples=[{"endpoint_url": ["endpoint_url must not target a private or reserved address"]}],
-    )
-
-
-# Destinations -----------------------------------------------------------------------------------
 class DestinationIn(ApiInput):
     name: str = Field(
         ..., description="Unique in the tenant.", json_schema_extra=_destination("name")
@@ -383,33 +326,3 @@ class EventTypeOut(Schema):
     label: str
     description: str
     example_payload: dict[str, Any]
-
-
-# Audit ------------------------------------------------------------------------------------------
-class AuditFilters(ApiQuery):
-    action: str | None = Field(None, examples=["destination.created"])
-    actor: str | None = Field(None, description="The actor's email address.")
-    cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
-    limit: int = Field(50, ge=1, le=200)
-
-
-class AuditEntryOut(Schema):
-    id: int
-    sequence: int
-    created_at: datetime
-    actor: str
-    action: str
-    target_type: str
-    target_id: str
-    target: str
-    before: dict[str, Any]
-    after: dict[str, Any]
-    ip: str | None
-    user_agent: str
-    request_id: str
-    hash: str
-
-
-class AuditPage(Schema):
-    items: list[AuditEntryOut]
-    next_cursor: str | None

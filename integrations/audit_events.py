@@ -1,18 +1,20 @@
-"""Audit entries published as `audit_log` events."""
+"""Audit entries published as `audit_log` events, and the engine's own audit entries."""
 
 from __future__ import annotations
 
 import uuid
 
+from audit.models import AuditEntry
+from audit.services import record
 from integrations.catalogue import EventType, Severity
+from integrations.events import event_publish
+from integrations.models import Destination
 
 AUDIT_EVENT_NAMESPACE = uuid.UUID("6f1c6a55-5a4e-4f5b-9a43-0a6f1f7d2b11")
 
 
-def publish_audit_entry(entry) -> None:
+def publish_audit_entry(entry: AuditEntry) -> None:
     """Publish in the entry's transaction; the id derives from the entry, so once only."""
-    from integrations.events import event_publish
-
     event_publish(
         tenant=entry.tenant,
         event_type=EventType.AUDIT_LOG,
@@ -35,6 +37,11 @@ def publish_audit_entry(entry) -> None:
     )
 
 
+def on_audit_entry_recorded(sender, *, entry: AuditEntry, **kwargs) -> None:
+    """Receiver of `audit.signals.audit_entry_recorded`: every entry is an event (SPEC §8)."""
+    publish_audit_entry(entry)
+
+
 ENGINE_ACTOR = "system (delivery engine)"
 
 
@@ -44,10 +51,6 @@ def record_auto_disable(destination_id, reason: str) -> None:
     For the engine to call once the disable is committed (e.g. on_commit beside its `disabled`
     health event). Idempotent for one disable: nothing is written unless the destination is
     still disabled and its latest audit entry for this is older than the disable."""
-    from audit.models import AuditEntry
-    from audit.services import record
-    from integrations.models import Destination
-
     destination = Destination.objects.select_related("tenant").filter(pk=destination_id).first()
     if destination is None or destination.disabled_at is None:
         return

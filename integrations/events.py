@@ -171,6 +171,8 @@ def validate_event(item: Mapping[str, Any]) -> ValidEvent:
         parsed_time = None
     if errors:
         raise PublishError(errors)
+    # Without errors every value was parsed (each check above adds an error when one was not).
+    assert parsed_id is not None and parsed_time is not None and isinstance(payload, dict)
     return ValidEvent(parsed_id, str(event_type), str(severity), parsed_time, payload, text)
 
 

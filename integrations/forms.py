@@ -1,25 +1,34 @@
-"""Destination validation, shared by the portal form and the API (no rule written twice)."""
+"""Forms of the integrations app: destination validation, shared by the portal form and the API
+(no rule written twice), the filters of a destination's deliveries and the signature check."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinLengthValidator
+from django.db.models import QuerySet
 
+from integrations import verification
 from integrations.catalogue import EventType, Severity
 from integrations.delivery.signing import generate_secret_for, whsec_is_valid
 from integrations.models import (
     DEFAULT_SIGNATURE_HEADER,
     Batching,
+    DeliveryState,
     Destination,
     Provider,
     SignatureScheme,
 )
 from integrations.redaction import origin
 from integrations.url_safety import validate_endpoint_url
+from portal.filters import KeysetFilterForm
 
 # RFC 9110 token characters.
 HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -441,3 +450,136 @@ class RotateSecretForm(forms.Form):
             if not whsec_is_valid(secret):
                 raise ValidationError(WHSEC_ERROR)
         return secret
+
+
+# Deliveries filter and signature check (the destination page) -------------------------------
+STATE_FILTERS: dict[str, tuple[str, ...]] = {
+    "delivered": (DeliveryState.DELIVERED,),
+    "retrying": (DeliveryState.RETRYING,),
+    "failed": (DeliveryState.FAILED,),
+    "pending": (DeliveryState.PENDING, DeliveryState.DELIVERING),
+}
+STATE_CHOICES = [
+    ("", "All"),
+    ("delivered", "Delivered"),
+    ("retrying", "Retrying"),
+    ("failed", "Failed"),
+    ("pending", "Pending"),  # waiting for its turn or being sent
+]
+FILTER_FIELDS = ("state", "from", "to")
+
+
+def _time_field(label: str, example: str) -> forms.DateTimeField:
+    return forms.DateTimeField(
+        required=False,
+        label=label,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        error_messages={"invalid": f"Enter the {example} as YYYY-MM-DD HH:MM."},
+    )
+
+
+class DeliveryFilterForm(KeysetFilterForm):
+    """State and time-range filters of a destination's deliveries, plus the keyset cursor."""
+
+    # Offered as links (state tabs) above the list; the time form carries it as a hidden field.
+    state = forms.ChoiceField(
+        required=False,
+        choices=STATE_CHOICES,
+        widget=forms.HiddenInput,
+        error_messages={"invalid_choice": "Choose one of the states shown."},
+    )
+    field_names = ("state", "from", "to", "before", "after")
+    range_fields = ("from", "to")
+
+    def __init__(self, data: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(data, **kwargs)
+        # "from" is a Python keyword, so these two are added by name rather than declared.
+        self.fields["from"] = _time_field("From", "start")
+        self.fields["to"] = _time_field("To", "end")
+        self.order_fields(self.field_names)
+
+    def has_filters(self) -> bool:
+        return any(self.cleaned_data.get(name) for name in FILTER_FIELDS)
+
+    def state_tabs(self) -> list[dict[str, Any]]:
+        """A link per state, keeping the time range; the current one is marked."""
+        params = self.filter_params() if self.is_valid() else {}
+        current = params.pop("state", "")
+        tabs = []
+        for value, label in STATE_CHOICES:
+            query = urlencode({"state": value, **params} if value else params)
+            tabs.append({"label": label, "query": query, "current": value == current})
+        return tabs
+
+    def filter_params(self) -> dict[str, str]:
+        """The active filters as query parameters, for pager and live-refresh links."""
+        params = {}
+        for name in FILTER_FIELDS:
+            value = self.cleaned_data.get(name)
+            if isinstance(value, datetime):
+                # As typed (and valid): a date alone must keep meaning the whole day.
+                value = self.data[name].strip()
+            if value:
+                params[name] = value
+        return params
+
+    def apply(self, deliveries: QuerySet) -> QuerySet:
+        data = self.cleaned_data
+        if data.get("state"):
+            deliveries = deliveries.filter(state__in=STATE_FILTERS[data["state"]])
+        if data.get("from"):
+            deliveries = deliveries.filter(created_at__gte=data["from"])
+        if data.get("to"):
+            end = self._exclusive_end(data["to"])
+            if end is not None:
+                deliveries = deliveries.filter(created_at__lt=end)
+        return deliveries
+
+    def _exclusive_end(self, end: datetime) -> datetime | None:
+        """The end is inclusive: a date alone means the whole day, a minute the whole minute.
+        None when that runs past the last representable time (no upper bound then)."""
+        try:
+            if len(self.data.get("to", "").strip()) <= len("YYYY-MM-DD"):
+                return end + timedelta(days=1)
+            if end.second == 0 and end.microsecond == 0:
+                return end + timedelta(minutes=1)
+        except OverflowError:
+            return None
+        return end
+
+
+class SignatureCheckForm(forms.Form):
+    """A received body and signature header value to verify with the destination's secrets."""
+
+    body = forms.CharField(
+        label="Request body, exactly as received",
+        strip=False,  # a trailing newline is part of what was signed
+        widget=forms.Textarea(
+            attrs={
+                "rows": 6,
+                "spellcheck": "false",
+                "autocomplete": "off",
+                "maxlength": verification.MAX_BODY_BYTES,
+            }
+        ),
+    )
+    signature = forms.CharField(
+        label="Signature header value",
+        max_length=verification.MAX_SIGNATURE_CHARS,
+        widget=forms.TextInput(
+            attrs={"placeholder": "sha256=…", "spellcheck": "false", "autocomplete": "off"}
+        ),
+    )
+    # Standard Webhooks destinations only: the id and timestamp are signed with the body.
+    webhook_id = forms.CharField(
+        label="webhook-id header value",
+        required=False,
+        max_length=verification.MAX_MESSAGE_ID_CHARS,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+    webhook_timestamp = forms.CharField(
+        label="webhook-timestamp header value",
+        required=False,
+        max_length=20,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from integrations import crypto
 from integrations.catalogue import SEVERITY_RANK, EventType, Severity
+from integrations.redaction import mask_query
 from portal.models import Tenant, TenantOwnedModel
 from portal.scoping import TenantManager
 
@@ -127,6 +128,10 @@ class Destination(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Not stored: set by services.destination_update on the instance it returns, so that the
+    # caller can show a newly generated secret once.
+    generated_secret: str | None
+
     signature_scheme = models.CharField(
         max_length=24, choices=SignatureScheme.choices, default=SignatureScheme.ONEPROTECT
     )
@@ -150,8 +155,6 @@ class Destination(TenantOwnedModel):
     @property
     def endpoint_url_masked(self) -> str:
         """The URL with query values masked (they often hold API keys): for display."""
-        from integrations.redaction import mask_query
-
         return mask_query(self.endpoint_url)
 
     # Secrets -------------------------------------------------------------------------------
@@ -296,6 +299,9 @@ class Delivery(TenantOwnedModel):
     # The outbox position of the batch's first event: open batches go out in this order.
     first_item_id = models.BigIntegerField(default=0)
 
+    # Not stored: set by the Integrations page's live fragment for display ("3 minutes ago").
+    relative: str
+
     class Meta:
         indexes = [
             models.Index(fields=["destination", "-id"], name="delivery_dest_id"),
@@ -436,6 +442,10 @@ class DeliveryWorker(models.Model):
     in_flight = models.PositiveIntegerField(default=0)
     attempts = models.PositiveBigIntegerField(default=0)
     stopped_at = models.DateTimeField(null=True, blank=True)
+
+    # Not stored: set by the staff page (integrations.ops) for display.
+    live: bool
+    age: float  # seconds since the last heartbeat
 
     class Meta:
         ordering = ["slot", "-started_at"]

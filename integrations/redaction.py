@@ -1,6 +1,7 @@
 """Keeping secrets write-only where they could leak back: response excerpts that echo them,
-and endpoint URLs whose query strings often hold API keys. Pure helpers, no I/O, except
-`mask_excerpt_for`, which loads one destination's secrets when there is something to mask."""
+and endpoint URLs whose query strings often hold API keys. Pure helpers, no I/O (the delivery
+engine loads a destination's secrets only when an excerpt could hold one: see
+`integrations.delivery.record.mask_excerpt_for`)."""
 
 from __future__ import annotations
 
@@ -36,20 +37,6 @@ def destination_secret_values(destination) -> list[str]:
     if previous:
         values.append(previous)
     return values
-
-
-def mask_excerpt_for(destination, excerpt: str) -> str:
-    """`mask_echoed_secrets` with the destination's secrets. `destination` is a Destination
-    or its id (then it is loaded only when the excerpt could hold a secret)."""
-    if not excerpt or len(excerpt) < MIN_MASKED_LENGTH:
-        return excerpt
-    from integrations.models import Destination
-
-    if not isinstance(destination, Destination):
-        destination = Destination.objects.filter(pk=destination).first()
-    if destination is None:
-        return excerpt
-    return mask_echoed_secrets(excerpt, destination_secret_values(destination))
 
 
 def mask_query(url: str) -> str:

@@ -86,8 +86,9 @@ def destination_create(
     """Create a destination; returns it and the generated secret (None when one was given)."""
     destination = Destination(tenant=tenant, provider=Provider.CUSTOM)
     _apply(destination, {"active": True, **data})
-    generated = None if data.get("secret") else generate_secret_for(destination.signature_scheme)
-    destination.set_secret(data.get("secret") or generated)
+    secret = data.get("secret") or generate_secret_for(destination.signature_scheme)
+    generated = None if data.get("secret") else secret
+    destination.set_secret(secret)
     destination.save()
     record(
         tenant=tenant,
@@ -203,14 +204,15 @@ def destination_rotate_secret(
     )
     if overlap_hours is None:
         overlap_hours = settings.WEBHOOK_SECRET_OVERLAP_HOURS
-    generated = None if new_secret else generate_secret_for(destination.signature_scheme)
+    secret = new_secret or generate_secret_for(destination.signature_scheme)
+    generated = None if new_secret else secret
     if overlap_hours > 0:
         destination.previous_secret_encrypted = destination.secret_encrypted
         destination.previous_secret_expires_at = timezone.now() + timedelta(hours=overlap_hours)
     else:
         destination.previous_secret_encrypted = ""
         destination.previous_secret_expires_at = None
-    destination.set_secret(new_secret or generated)
+    destination.set_secret(secret)
     destination.save()
     record(
         tenant=destination.tenant,

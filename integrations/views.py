@@ -13,30 +13,33 @@ that refreshes.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from integrations import crypto, health, verification
+from integrations import crypto, selectors, verification
 from integrations.catalogue import EventType
 from integrations.explain import Explanation, explain, explain_destination
-from integrations.forms import DestinationForm, RotateSecretForm, custom_headers_from_post
+from integrations.forms import (
+    DeliveryFilterForm,
+    DestinationForm,
+    RotateSecretForm,
+    SignatureCheckForm,
+    custom_headers_from_post,
+)
 from integrations.models import (
     Attempt,
     Delivery,
-    DeliveryEvent,
     DeliveryState,
     Destination,
     Health,
@@ -59,7 +62,7 @@ from integrations.services import (
     shown_test_result,
 )
 from portal import ratelimits
-from portal.filters import KeysetFilterForm, keyset_page, nearest_id
+from portal.filters import keyset_page
 from portal.permissions import Capability, has_capability, require_capability
 from portal.redirects import redirect_to_next
 
@@ -82,137 +85,6 @@ EVENTS_SHOWN = 100
 ATTEMPTS_SHOWN = 100
 PAYLOAD_SHOWN_CHARS = 64 * 1024
 RESEND_JOB_SHOWN_FOR = timedelta(minutes=10)
-STATE_FILTERS: dict[str, tuple[str, ...]] = {
-    "delivered": (DeliveryState.DELIVERED,),
-    "retrying": (DeliveryState.RETRYING,),
-    "failed": (DeliveryState.FAILED,),
-    "pending": (DeliveryState.PENDING, DeliveryState.DELIVERING),
-}
-STATE_CHOICES = [
-    ("", "All"),
-    ("delivered", "Delivered"),
-    ("retrying", "Retrying"),
-    ("failed", "Failed"),
-    ("pending", "Pending"),  # waiting for its turn or being sent
-]
-FILTER_FIELDS = ("state", "from", "to")
-
-
-# Forms ------------------------------------------------------------------------------------------
-def _time_field(label: str, example: str) -> forms.DateTimeField:
-    return forms.DateTimeField(
-        required=False,
-        label=label,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        error_messages={"invalid": f"Enter the {example} as YYYY-MM-DD HH:MM."},
-    )
-
-
-class DeliveryFilterForm(KeysetFilterForm):
-    """State and time-range filters of a destination's deliveries, plus the keyset cursor."""
-
-    # Offered as links (state tabs) above the list; the time form carries it as a hidden field.
-    state = forms.ChoiceField(
-        required=False,
-        choices=STATE_CHOICES,
-        widget=forms.HiddenInput,
-        error_messages={"invalid_choice": "Choose one of the states shown."},
-    )
-    field_names = ("state", "from", "to", "before", "after")
-    range_fields = ("from", "to")
-
-    def __init__(self, data: Mapping[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(data, **kwargs)
-        # "from" is a Python keyword, so these two are added by name rather than declared.
-        self.fields["from"] = _time_field("From", "start")
-        self.fields["to"] = _time_field("To", "end")
-        self.order_fields(self.field_names)
-
-    def has_filters(self) -> bool:
-        return any(self.cleaned_data.get(name) for name in FILTER_FIELDS)
-
-    def state_tabs(self) -> list[dict[str, Any]]:
-        """A link per state, keeping the time range; the current one is marked."""
-        params = self.filter_params() if self.is_valid() else {}
-        current = params.pop("state", "")
-        tabs = []
-        for value, label in STATE_CHOICES:
-            query = urlencode({"state": value, **params} if value else params)
-            tabs.append({"label": label, "query": query, "current": value == current})
-        return tabs
-
-    def filter_params(self) -> dict[str, str]:
-        """The active filters as query parameters, for pager and live-refresh links."""
-        params = {}
-        for name in FILTER_FIELDS:
-            value = self.cleaned_data.get(name)
-            if isinstance(value, datetime):
-                # As typed (and valid): a date alone must keep meaning the whole day.
-                value = self.data[name].strip()
-            if value:
-                params[name] = value
-        return params
-
-    def apply(self, deliveries: QuerySet) -> QuerySet:
-        data = self.cleaned_data
-        if data.get("state"):
-            deliveries = deliveries.filter(state__in=STATE_FILTERS[data["state"]])
-        if data.get("from"):
-            deliveries = deliveries.filter(created_at__gte=data["from"])
-        if data.get("to"):
-            end = self._exclusive_end(data["to"])
-            if end is not None:
-                deliveries = deliveries.filter(created_at__lt=end)
-        return deliveries
-
-    def _exclusive_end(self, end: datetime) -> datetime | None:
-        """The end is inclusive: a date alone means the whole day, a minute the whole minute.
-        None when that runs past the last representable time (no upper bound then)."""
-        try:
-            if len(self.data.get("to", "").strip()) <= len("YYYY-MM-DD"):
-                return end + timedelta(days=1)
-            if end.second == 0 and end.microsecond == 0:
-                return end + timedelta(minutes=1)
-        except OverflowError:
-            return None
-        return end
-
-
-class SignatureCheckForm(forms.Form):
-    """A received body and signature header value to verify with the destination's secrets."""
-
-    body = forms.CharField(
-        label="Request body, exactly as received",
-        strip=False,  # a trailing newline is part of what was signed
-        widget=forms.Textarea(
-            attrs={
-                "rows": 6,
-                "spellcheck": "false",
-                "autocomplete": "off",
-                "maxlength": verification.MAX_BODY_BYTES,
-            }
-        ),
-    )
-    signature = forms.CharField(
-        label="Signature header value",
-        max_length=verification.MAX_SIGNATURE_CHARS,
-        widget=forms.TextInput(
-            attrs={"placeholder": "sha256=…", "spellcheck": "false", "autocomplete": "off"}
-        ),
-    )
-    # Standard Webhooks destinations only: the id and timestamp are signed with the body.
-    webhook_id = forms.CharField(
-        label="webhook-id header value",
-        required=False,
-        max_length=verification.MAX_MESSAGE_ID_CHARS,
-        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
-    )
-    webhook_timestamp = forms.CharField(
-        label="webhook-timestamp header value",
-        required=False,
-        max_length=20,
-        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
-    )
 
 
 # Page data --------------------------------------------------------------------------------------
@@ -249,7 +121,7 @@ class ShownAttempt:
 # Helpers --------------------------------------------------------------------------------------
 def _get_destination(request: HttpRequest, destination_id) -> Destination:
     """The current tenant's destination, or 404 (another tenant's destination is not found)."""
-    return get_object_or_404(Destination.objects.for_tenant(request.tenant), pk=destination_id)
+    return selectors.destination_get(tenant=request.tenant, pk=destination_id)
 
 
 def _destination_form(request: HttpRequest, instance: Destination | None = None, **kwargs):
@@ -323,7 +195,7 @@ def _render_index(
 ) -> HttpResponse:
     if form is None and _can_manage(request):
         form = _destination_form(request)
-    destinations = list(Destination.objects.for_tenant(request.tenant).order_by("name"))
+    destinations = list(selectors.destination_list(tenant=request.tenant))
     context = {
         **_health_context(request, destinations),
         "destinations": destinations,
@@ -341,14 +213,14 @@ def _render_index(
 
 
 def _health_context(request: HttpRequest, destinations: list[Destination]) -> dict[str, Any]:
-    """The live part of the Integrations page: a fixed number of queries (integrations.health)."""
+    """The live part of the Integrations page: a fixed number of queries (see selectors)."""
     now = timezone.now()
-    recent = health.recent_deliveries(request.tenant)
+    recent = selectors.delivery_recent_list(tenant=request.tenant)
     for delivery in recent:
-        delivery.relative = health.relative_time(delivery.created_at, now)
+        delivery.relative = selectors.relative_time(delivery.created_at, now)
     return {
         "health_summary": _health_summary(destinations),
-        "health_cards": health.destinations_health(destinations, now=now),
+        "health_cards": selectors.destinations_health(destinations, now=now),
         "disabled_destinations": [
             {"destination": d, "reason": d.disabled_reason.rstrip(". ") or "no successful delivery"}
             for d in destinations
@@ -364,9 +236,7 @@ def _is_htmx(request: HttpRequest) -> bool:
 
 def _get_delivery(request: HttpRequest, delivery_id) -> Delivery:
     """The current tenant's delivery with its destination, or 404."""
-    return get_object_or_404(
-        Delivery.objects.for_tenant(request.tenant).select_related("destination"), pk=delivery_id
-    )
+    return selectors.delivery_get(tenant=request.tenant, pk=delivery_id)
 
 
 def _redirect_back(request: HttpRequest, default: str, **kwargs) -> HttpResponse:
@@ -387,7 +257,7 @@ def _deliveries_context(request: HttpRequest, destination: Destination) -> dict[
     context: dict[str, Any] = {"filter_form": form, "page": DeliveryPage([]), "filter_query": ""}
     if not form.is_valid():
         return context
-    deliveries = form.apply(Delivery.objects.filter(destination=destination))
+    deliveries = form.apply(selectors.delivery_list(tenant=request.tenant, destination=destination))
     page = _deliveries_page(
         deliveries, before=form.cleaned_data["before"], after=form.cleaned_data["after"]
     )
@@ -400,9 +270,9 @@ def _deliveries_context(request: HttpRequest, destination: Destination) -> dict[
     return context
 
 
-def _latest_resend_job(destination: Destination) -> ResendJob | None:
+def _latest_resend_job(request: HttpRequest, destination: Destination) -> ResendJob | None:
     """The destination's resend job while it runs, and for a while after it finished."""
-    job = ResendJob.objects.filter(destination=destination).order_by("-id").first()
+    job = selectors.resend_job_latest(tenant=request.tenant, destination=destination)
     if job is None or job.state != ResendJobState.DONE:
         return job
     if job.finished_at and timezone.now() - job.finished_at < RESEND_JOB_SHOWN_FOR:
@@ -440,14 +310,8 @@ def _render_detail(
     deliveries = _deliveries_context(request, destination)
     if deliveries["filter_form"].errors and status == 200:
         status = 400
-    has_failed = can_manage and (
-        nearest_id(
-            Delivery.objects.filter(
-                destination=destination, state=DeliveryState.FAILED, is_test=False
-            ),
-            "-id",
-        )
-        is not None
+    has_failed = can_manage and selectors.delivery_has_failed(
+        tenant=request.tenant, destination=destination
     )
     context = {
         "destination": destination,
@@ -461,7 +325,7 @@ def _render_detail(
         "delete_error": delete_error,
         **deliveries,
         "has_failed": has_failed,
-        "resend_job": _latest_resend_job(destination),
+        "resend_job": _latest_resend_job(request, destination),
         "test_result": test_result,
         "offer_test": offer_test and can_manage,
         "signature_form": signature_form or SignatureCheckForm(),
@@ -493,7 +357,7 @@ def _pop_created(request: HttpRequest) -> tuple[Destination | None, str | None]:
     data = request.session.pop(CREATED_KEY, None)
     if not isinstance(data, dict):
         return None, None
-    created = Destination.objects.for_tenant(request.tenant).filter(pk=data.get("id")).first()
+    created = selectors.destination_find(tenant=request.tenant, pk=data.get("id"))
     if created is None:
         return None, None
     return created, crypto.decrypt(data["secret"]) if data.get("secret") else None
@@ -503,7 +367,7 @@ def _pop_created(request: HttpRequest) -> tuple[Destination | None, str | None]:
 def live_fragment(request: HttpRequest) -> HttpResponse:
     """The live part of the Integrations page (health, banners, recent deliveries), for polling;
     it never touches the Create destination card, so what a user typed there survives."""
-    destinations = list(Destination.objects.for_tenant(request.tenant).order_by("name"))
+    destinations = list(selectors.destination_list(tenant=request.tenant))
     context = {**_health_context(request, destinations), "oob": True}
     return render(request, "integrations/_health.html", context)
 
@@ -535,13 +399,11 @@ def destination_detail(request: HttpRequest, destination_id) -> HttpResponse:
     offer_test = request.session.pop(OFFER_TEST_KEY, None) == str(destination.pk)
     result = None
     if _can_manage(request) and request.GET.get("test", "").isdigit():
-        test = _test_deliveries(request, destination).filter(pk=request.GET["test"]).first()
+        test = selectors.delivery_find_test(
+            tenant=request.tenant, destination=destination, pk=request.GET["test"]
+        )
         result = shown_test_result(test) if test is not None else None
     return _render_detail(request, destination, test_result=result, offer_test=offer_test)
-
-
-def _test_deliveries(request: HttpRequest, destination: Destination) -> QuerySet:
-    return Delivery.objects.for_tenant(request.tenant).filter(destination=destination, is_test=True)
 
 
 @require_capability(Capability.VIEW_DELIVERIES)
@@ -668,12 +530,7 @@ def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResp
 @require_capability(Capability.MANAGE_DESTINATIONS)
 def destination_test_result(request: HttpRequest, test_delivery_id: int):
     """A test event's result, polled while the worker sends it."""
-    delivery = get_object_or_404(
-        Delivery.objects.for_tenant(request.tenant)
-        .filter(is_test=True)
-        .select_related("destination"),
-        pk=test_delivery_id,
-    )
+    delivery = selectors.delivery_get(tenant=request.tenant, pk=test_delivery_id, test_only=True)
     result = shown_test_result(delivery)
     context = {"destination": delivery.destination, "test_result": result}
     response = render(request, "integrations/_test_result.html", context)
@@ -732,7 +589,7 @@ def destination_verify_signature(request: HttpRequest, destination_id) -> HttpRe
 @require_capability(Capability.VIEW_DELIVERIES)
 def resend_job_status(request: HttpRequest, job_id: int) -> HttpResponse:
     """The progress of a "Resend all failed" job, polled by the destination page."""
-    job = get_object_or_404(ResendJob.objects.for_tenant(request.tenant), pk=job_id)
+    job = selectors.resend_job_get(tenant=request.tenant, pk=job_id)
     return render(request, "integrations/_resend_job.html", {"job": job})
 
 
@@ -740,19 +597,17 @@ def resend_job_status(request: HttpRequest, job_id: int) -> HttpResponse:
 def delivery_detail(request: HttpRequest, delivery_id: int) -> HttpResponse:
     """A delivery: its events (payloads escaped) and every attempt with what to do about it."""
     delivery = _get_delivery(request, delivery_id)
-    items = (
-        DeliveryEvent.objects.filter(delivery=delivery)
-        .select_related("event")
-        .order_by("event_id")[:EVENTS_SHOWN]
-    )
-    events = [_shown_event(item.event) for item in items]
+    events = [
+        _shown_event(event)
+        for event in selectors.delivery_event_list(delivery=delivery, limit=EVENTS_SHOWN)
+    ]
     attempts = [
         ShownAttempt(
             attempt,
             explain(status_code=attempt.status_code, error_kind=attempt.error_kind, ok=attempt.ok),
             sorted((str(k), str(v)) for k, v in (attempt.request_headers or {}).items()),
         )
-        for attempt in delivery.attempts.order_by("number")[:ATTEMPTS_SHOWN]
+        for attempt in selectors.attempt_list(delivery=delivery, limit=ATTEMPTS_SHOWN)
     ]
     context = {
         "delivery": delivery,

@@ -19,6 +19,7 @@ from ninja.errors import HttpError
 from ninja.errors import ValidationError as RequestValidationError
 from ninja.parser import Parser
 
+from audit.api import router as audit_router
 from integrations.api import router as v1_router
 from integrations.api_schemas import BODY_TAGS
 from portal.ratelimits import RateLimited
@@ -95,6 +96,7 @@ api = OneProtectApi(
     docs=Swagger(settings={"validatorUrl": None, "persistAuthorization": False}),
 )
 api.add_router("/v1/", v1_router)
+api.add_router("/v1/", audit_router)  # /v1/audit-logs, after integrations' operations
 
 
 def _json(request: HttpRequest, body: dict, status: int) -> HttpResponse:

@@ -48,7 +48,8 @@ class KeysetFilterForm(forms.Form):
         super().__init__(data, **kwargs)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns (typed there as optional)
         for name in self.fields_with_nul:
             if not self.has_error(name):
                 self.add_error(name, "Null characters are not allowed.")

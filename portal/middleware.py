@@ -6,8 +6,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
+
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 
 from portal.clientip import client_ip
+from portal.http import PortalRequest
 from portal.logging import client_var, request_id_var
 
 logger = logging.getLogger("portal.request")
@@ -19,10 +24,10 @@ TENANT_SESSION_KEY = "tenant_id"
 class RequestIdMiddleware:
     """Give every request an id (kept for audit entries) and log one line for it."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: PortalRequest) -> HttpResponseBase:
         incoming = request.headers.get("X-Request-ID", "")
         request.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request.request_id)
@@ -59,10 +64,10 @@ class RequestIdMiddleware:
 class TenantMiddleware:
     """Set request.tenant and request.membership from the session's chosen membership."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: PortalRequest) -> HttpResponseBase:
         request.tenant = None
         request.membership = None
         request.memberships = []

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
+from typing import Any, Protocol, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponseNotAllowed
+from django.http.response import HttpResponseBase
 
+from portal.http import PortalRequest
 from portal.models import Membership, Role
 
 
@@ -44,16 +47,30 @@ def capabilities_for(membership: Membership | None) -> dict[str, bool]:
     return {cap.value: has_capability(membership, cap) for cap in Capability}
 
 
-def require_capability(capability: Capability, *, post_only: bool = False) -> Callable:
+class GuardedView(Protocol):
+    """A view behind require_capability, saying what it requires (the permission sweep reads it)."""
+
+    required_capability: Capability
+    post_only: bool
+
+    def __call__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase: ...
+
+
+View = Callable[..., HttpResponseBase]
+
+
+def require_capability(
+    capability: Capability, *, post_only: bool = False
+) -> Callable[[View], GuardedView]:
     """Sign-in, a current tenant and the capability are required; else login, 403.
 
     With post_only the view answers 405 to anything but POST (after the sign-in check), so a
     role without the capability gets 403 for a POST and nobody can change data with a GET.
     """
 
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: View) -> GuardedView:
         @wraps(view)
-        def wrapped(request, *args, **kwargs):
+        def wrapped(request: PortalRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if post_only and request.method != "POST":
                 if not request.user.is_authenticated:
                     return redirect_to_login(request.get_full_path())
@@ -66,8 +83,10 @@ def require_capability(capability: Capability, *, post_only: bool = False) -> Ca
                 raise PermissionDenied("Your role does not allow this.")
             return view(request, *args, **kwargs)
 
-        wrapped.required_capability = capability  # read by the permission sweep tests
-        wrapped.post_only = post_only
-        return wrapped
+        # A function object takes attributes; the Protocol lets mypy know these two.
+        guarded = cast(GuardedView, wrapped)
+        guarded.required_capability = capability  # read by the permission sweep tests
+        guarded.post_only = post_only
+        return guarded
 
     return decorator

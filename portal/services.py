@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from audit.services import record
 from portal.models import Membership, Role, Tenant, User
 
 
@@ -24,8 +25,6 @@ def tenant_create(
 def tenant_save(*, tenant: Tenant, actor: User | None = None) -> Tenant:
     """Save a new or changed tenant; creation, renaming and re-parenting are audited in the
     tenant's chain (a re-parent also in the old and new parents' chains)."""
-    from audit.services import record
-
     stored = Tenant.objects.filter(pk=tenant.pk).first() if tenant.pk else None
     tenant.save()
     after = {"name": tenant.name, "slug": tenant.slug, "parent": _slug(tenant.parent_id)}
@@ -73,8 +72,6 @@ USER_FLAGS = ("is_active", "is_staff", "is_superuser")
 def user_save(*, user: User, actor: User | None = None) -> User:
     """Save a user; a change of the active, staff or superuser flag is audited in every tenant
     the user belongs to (each tenant's auditors see what happened to their members)."""
-    from audit.services import record
-
     stored = User.objects.filter(pk=user.pk).values(*USER_FLAGS).first() if user.pk else None
     user.save()
     if stored is None:
@@ -123,8 +120,6 @@ def membership_remove(*, membership: Membership, actor: User | None = None) -> N
 
 
 def _record_membership(actor, membership, action, before, after) -> None:
-    from audit.services import record
-
     record(
         tenant=membership.tenant,
         actor=actor,

@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -24,6 +24,7 @@ from ninja.errors import AuthenticationError, AuthorizationError
 from ninja.security import HttpBearer
 
 from audit.services import record
+from portal.http import PortalRequest
 from portal.models import ApiToken, Membership, Tenant, User
 from portal.permissions import Capability, has_capability
 
@@ -57,13 +58,14 @@ def api_token_create(
     days = expires_in_days or settings.API_TOKEN_DEFAULT_DAYS
     prefix = secrets.token_hex(4)
     token = f"op_{prefix}_{secrets.token_urlsafe(32)}"
+    expires_at = timezone.now() + timedelta(days=days)
     api_token = ApiToken.objects.create(
         user=user,
         tenant=tenant,
         name=name,
         prefix=prefix,
         token_hash=_hash(token),
-        expires_at=timezone.now() + timedelta(days=days),
+        expires_at=expires_at,
     )
     record(
         tenant=tenant,
@@ -75,7 +77,7 @@ def api_token_create(
             "name": name,
             "prefix": prefix,
             "user": user.email,
-            "expires_at": api_token.expires_at.isoformat(),
+            "expires_at": expires_at.isoformat(),
         },
     )
     return api_token, token
@@ -190,9 +192,11 @@ class ApiTokenAuth(HttpBearer):
         except TokenRefused as refused:
             raise AuthenticationError(message=refused.message) from None
         # The request acts as the token's user in the token's tenant (also for the request log).
-        request.user = principal.user
-        request.tenant = principal.tenant
-        request.membership = principal.membership
+        # ninja passes the HttpRequest that went through our middleware: a PortalRequest.
+        portal_request = cast(PortalRequest, request)
+        portal_request.user = principal.user
+        portal_request.tenant = principal.tenant
+        portal_request.membership = principal.membership
         if self.capability is not None and not has_capability(
             principal.membership, self.capability
         ):

@@ -6,42 +6,16 @@ the session, the messages framework or a URL, and only its hash is stored.
 
 from __future__ import annotations
 
-from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
 
+from portal.forms import ApiTokenForm
 from portal.models import ApiToken
 from portal.permissions import Capability, require_capability
+from portal.selectors import api_token_get, api_token_list
 from portal.tokens import api_token_create, api_token_revoke
-
-
-class ApiTokenForm(forms.Form):
-    name = forms.CharField(
-        label="Token name",
-        max_length=100,
-        help_text="What the token is for, e.g. “SIEM sync script”.",
-        error_messages={"required": "Give the token a name, e.g. “SIEM sync script”."},
-    )
-    expires_in_days = forms.TypedChoiceField(
-        label="Expires after",
-        coerce=int,
-        choices=[
-            (7, "7 days"),
-            (30, "30 days"),
-            (90, "90 days"),
-            (180, "180 days"),
-            (365, "1 year"),
-        ],
-        initial=90,
-        help_text="A token stops working then; create a new one before.",
-    )
-
-
-def _own_tokens(request: HttpRequest):
-    """The signed-in user's tokens in the current tenant: nobody sees another's tokens."""
-    return ApiToken.objects.for_tenant(request.tenant).filter(user=request.user)
 
 
 def _render(
@@ -54,7 +28,7 @@ def _render(
 ) -> HttpResponse:
     context = {
         "form": form or ApiTokenForm(),
-        "tokens": list(_own_tokens(request)),
+        "tokens": api_token_list(tenant=request.tenant, user=request.user),
         "created": created,
         "token": token,
     }
@@ -89,7 +63,7 @@ def api_token_create_view(request: HttpRequest) -> HttpResponse:
 @require_capability(Capability.USE_API_TOKENS, post_only=True)
 def api_token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
     """Revoke one of the user's own tokens (anyone else's is 404)."""
-    api_token = get_object_or_404(_own_tokens(request), pk=token_id)
+    api_token = api_token_get(tenant=request.tenant, user=request.user, pk=token_id)
     api_token_revoke(api_token=api_token, actor=request.user)
     messages.success(request, f"Token “{api_token.name}” revoked.")
     return redirect("api_tokens")

@@ -8,7 +8,9 @@ import pytest
 from django.test import Client
 
 from portal.models import Membership, Role, Tenant, User
+from tests.api import FakeSender, install_fake_sender
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
+from tests.network import NetworkGuard, install_network_guard, stub_dns
 
 pytest_plugins = ["tests.receiver"]
 
@@ -20,6 +22,33 @@ def _fresh_rate_limits():
 
     cache.clear()
     yield
+
+
+# No network ----------------------------------------------------------------------------------
+# Two fixtures, one guard (tests/network.py). Neither is autouse: the engine and worker tests
+# talk to real loopback receivers.
+@pytest.fixture
+def network_guard(monkeypatch: pytest.MonkeyPatch) -> NetworkGuard:
+    """Every socket connect and name lookup fails the test and is recorded, real resolver
+    included; only 127.0.0.1 ports added to `guard.loopback_ports` (a test's own servers) get
+    through. For tests that bring their own resolver stub or check the real one (the URL safety
+    and delivery client tests)."""
+    return install_network_guard(monkeypatch)
+
+
+@pytest.fixture
+def no_network(network_guard: NetworkGuard, monkeypatch: pytest.MonkeyPatch, settings):
+    """The guard, plus what the portal and API tests need: names resolve through
+    tests.network.DNS (url_safety.resolve_host is stubbed) and nothing is queued to django-q2
+    (WEBHOOK_ENQUEUE = False)."""
+    stub_dns(monkeypatch, settings)
+    return network_guard
+
+
+@pytest.fixture
+def fake_sender(no_network: NetworkGuard, monkeypatch: pytest.MonkeyPatch) -> FakeSender:
+    """No network, and test sends answer through a FakeSender (what it sent is kept on it)."""
+    return install_fake_sender(monkeypatch)
 
 
 @dataclass

@@ -22,14 +22,9 @@ from integrations.services import destination_create
 from portal.logging import JsonFormatter
 from portal.models import ApiToken
 from portal.tokens import api_token_create
-from tests.api import API, ApiClient, api_client, block_network, install_fake_sender
+from tests.api import API, ApiClient, api_client, install_fake_sender
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def offline(monkeypatch, settings):
-    block_network(monkeypatch, settings)
 
 
 def _destination(tenant, name="hook"):
@@ -46,7 +41,7 @@ def _destination(tenant, name="hook"):
 
 
 # Rate limits --------------------------------------------------------------------------------
-def test_publishing_is_limited_per_token_with_retry_after(offline, tenant_a, settings):
+def test_publishing_is_limited_per_token_with_retry_after(no_network, tenant_a, settings):
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "publish": "3/m"}
     api = api_client(tenant_a.admin, tenant_a.tenant)
     event = {"event_type": "detection.alert", "severity": "high", "event": {"n": 1}}
@@ -61,7 +56,7 @@ def test_publishing_is_limited_per_token_with_retry_after(offline, tenant_a, set
     assert other.post(f"{API}/events", event).status_code == 429
 
 
-def test_api_test_sends_are_limited(offline, tenant_a, settings, monkeypatch):
+def test_api_test_sends_are_limited(no_network, tenant_a, settings, monkeypatch):
     install_fake_sender(monkeypatch)
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "test_send": "2/m"}
     destination = _destination(tenant_a.tenant)
@@ -73,7 +68,7 @@ def test_api_test_sends_are_limited(offline, tenant_a, settings, monkeypatch):
 
 
 def test_portal_test_sends_and_signature_checks_are_limited_per_user(
-    offline, tenant_a, client_for, settings, monkeypatch
+    no_network, tenant_a, client_for, settings, monkeypatch
 ):
     install_fake_sender(monkeypatch)
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "test_send": "1/m", "signature_check": "2/m"}
@@ -95,7 +90,7 @@ def test_portal_test_sends_and_signature_checks_are_limited_per_user(
 
 
 # Destinations cap ---------------------------------------------------------------------------
-def test_a_tenant_cannot_exceed_the_destinations_cap(offline, tenant_a, settings):
+def test_a_tenant_cannot_exceed_the_destinations_cap(no_network, tenant_a, settings):
     settings.WEBHOOK_MAX_DESTINATIONS_PER_TENANT = 2
     _destination(tenant_a.tenant, "one")
     _destination(tenant_a.tenant, "two")
@@ -113,7 +108,7 @@ def test_the_default_cap_is_50(settings):
 
 
 # API token expiry ---------------------------------------------------------------------------
-def test_tokens_expire_after_90_days_by_default(offline, tenant_a, monkeypatch):
+def test_tokens_expire_after_90_days_by_default(no_network, tenant_a, monkeypatch):
     api_token, token = api_token_create(user=tenant_a.admin, tenant=tenant_a.tenant, name="ci")
     days = (api_token.expires_at - timezone.now()) / timedelta(days=1)
     assert 89.9 < days <= 90
@@ -150,7 +145,7 @@ def test_the_expiry_is_chosen_at_creation_and_shown(tenant_a, client_for):
         "\x00\x01",
     ],
 )
-def test_the_signature_checker_never_500s(body, offline, tenant_a, client_for):
+def test_the_signature_checker_never_500s(body, no_network, tenant_a, client_for):
     destination = _destination(tenant_a.tenant)
     url = reverse(
         "integrations:destination_verify_signature", kwargs={"destination_id": destination.pk}

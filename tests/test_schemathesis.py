@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from integrations import url_safety
 from portal.tokens import api_token_create
-from tests.api import FakeSender, make_delivery, make_destination
+from tests.api import make_delivery, make_destination
 
 schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
 # Unknown query parameters are ignored, as most APIs do: not a negative case here.
@@ -41,20 +41,14 @@ def keep_test_connection():
 
 
 @pytest.fixture
-def admin_token(keep_test_connection, tenant_a, monkeypatch, settings) -> str:
+def admin_token(keep_test_connection, tenant_a, fake_sender, monkeypatch) -> str:
     """An admin token of tenant A, which also has a destination with a failed delivery."""
 
     def unresolvable(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"a test tried to use the network: {args!r}")
-
+    # `fake_sender` brings `no_network`; here no name resolves at all.
     monkeypatch.setattr(url_safety, "resolve_host", unresolvable)
-    monkeypatch.setattr("integrations.services.get_sender", FakeSender)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    settings.WEBHOOK_ENQUEUE = False
     make_delivery(make_destination(tenant_a.tenant, name="Existing"))
     return api_token_create(user=tenant_a.admin, tenant=tenant_a.tenant, name="schemathesis")[1]
 

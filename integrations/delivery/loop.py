@@ -27,6 +27,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -104,9 +106,10 @@ class DeliveryLoop:
 
     def _release(self) -> None:
         try:
-            DeliveryWorker.objects.filter(key=self.key).update(
-                stopped_at=timezone.now(), in_flight=0
-            )
+            if self.key is not None:  # else no heartbeat row was written
+                DeliveryWorker.objects.filter(key=self.key).update(
+                    stopped_at=timezone.now(), in_flight=0
+                )
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock_all()")
         except Exception:
@@ -153,9 +156,7 @@ class DeliveryLoop:
                 )
         if self.slot == 0:
             queue.sweep()
-            DeliveryWorker.objects.filter(
-                heartbeat_at__lt=now - timezone.timedelta(days=1)
-            ).delete()
+            DeliveryWorker.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
 
     def _claim(self, limit: int):
         claims, lost = queue.claim_many(owner=self.key, limit=limit)
@@ -219,7 +220,10 @@ class DeliveryLoop:
             task = asyncio.create_task(self._send(claim))
             key = claim.destination.pk
             self.in_flight[key] = task
-            task.add_done_callback(lambda _t, k=key: self.in_flight.pop(k, None))
+            task.add_done_callback(partial(self._forget, key))
+
+    def _forget(self, key: Any, _task: asyncio.Task) -> None:
+        self.in_flight.pop(key, None)
 
     async def _flush(self) -> None:
         if not self.finished:

@@ -31,7 +31,7 @@ from integrations.models import (
     ErrorKind,
     Health,
 )
-from integrations.redaction import mask_excerpt_for
+from integrations.redaction import MIN_MASKED_LENGTH, destination_secret_values, mask_echoed_secrets
 
 logger = logging.getLogger("integrations.delivery.record")
 
@@ -58,6 +58,18 @@ def describe_failure(outcome: Outcome) -> str:
         text = f"HTTP {outcome.status_code}"
         return f"{text}: {outcome.detail}" if outcome.detail else text
     return outcome.detail or ErrorKind(outcome.error_kind).label
+
+
+def mask_excerpt_for(destination, excerpt: str) -> str:
+    """`mask_echoed_secrets` with the destination's secrets. `destination` is a Destination
+    or its id (then it is loaded only when the excerpt could hold a secret)."""
+    if not excerpt or len(excerpt) < MIN_MASKED_LENGTH:
+        return excerpt
+    if not isinstance(destination, Destination):
+        destination = Destination.objects.filter(pk=destination).first()
+    if destination is None:
+        return excerpt
+    return mask_echoed_secrets(excerpt, destination_secret_values(destination))
 
 
 def record_attempt(delivery: Delivery, outcome: Outcome) -> None:
@@ -171,11 +183,12 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
                 continue
             attempts.append(attempt)
             recorded = _apply(policy, claim, outcome, row, destination_updates)
+            delivery = claim.delivery  # what _apply decided on (recorded.delivery)
             if recorded.action == Action.SPLIT:
-                _split(cursor, recorded.delivery)
-            delivery_updates.append(_delivery_values(recorded.delivery))
+                _split(cursor, delivery)
+            delivery_updates.append(_delivery_values(delivery))
             if recorded.action in (Action.DELIVER, Action.FAIL, Action.SPLIT):
-                finished.append((claim, recorded.delivery))
+                finished.append((claim, delivery))
             done.append(recorded)
         Attempt.objects.bulk_create(attempts)
         _update_deliveries(cursor, delivery_updates)

@@ -1,15 +1,15 @@
-"""Helpers for the API tests: token clients, objects in a tenant, no network, a fake sender."""
+"""Helpers for the API tests: token clients, objects in a tenant, a fake sender.
+
+No network: the `no_network` and `fake_sender` fixtures (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 
 from django.test import Client
 from django.utils import timezone
 
-from integrations import url_safety
 from integrations.catalogue import EventType
 from integrations.delivery.sender import Outcome
 from integrations.models import Attempt, Delivery, DeliveryState, Destination
@@ -17,33 +17,9 @@ from integrations.services import destination_create
 from portal.models import Tenant, User
 from portal.tokens import api_token_create
 
-DNS = {
-    "hooks.example.com": ["93.184.216.34"],
-    "other.example.com": ["93.184.216.35"],
-    "internal.example.com": ["10.1.2.3"],
-}
 GIVEN_SECRET = "given-secret-0123456789abcdef"
 HEADER_VALUE = "header-value-Zx81-do-not-show"
 API = "/api/v1"
-
-
-def fake_resolve(host: str, port: int) -> list[str]:
-    if host in DNS:
-        return DNS[host]
-    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-
-def block_network(monkeypatch, settings) -> None:
-    """Names resolve through DNS above; any real lookup or connect fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"a test tried to use the network: {args!r}")
-
-    monkeypatch.setattr(url_safety, "resolve_host", fake_resolve)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    settings.WEBHOOK_ENQUEUE = False
 
 
 class FakeSender:

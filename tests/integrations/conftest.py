@@ -1,83 +1,49 @@
-"""Fixtures shared by the SSRF tests: a guard that refuses every connection and name lookup.
+"""Fixtures of the delivery page tests: a quiet queue, a destination on the loopback receiver
+and a real delivery it received. (No network: tests/conftest.py.)
 
-`network_guard` is not autouse: the engine tests talk to real loopback receivers. The URL
-safety and delivery client tests switch it on for every test of their module.
+The portal page tests here (test_overview_page, test_deliveries_page, test_delivery_detail_page,
+test_test_send, test_resend, test_signature_check, test_receiver_guide,
+test_pages_never_show_secrets; test_destination_list, _form, _page, _actions) test every view
+that changes data for STYLE §10's four cases: it works for an admin; it is 403 for an operator
+and an auditor; another tenant's object is 404; a GET is 405 where the view is POST-only. They
+use real PostgreSQL and, where something is sent, a real receiver on 127.0.0.1; the destination
+page tests never touch the network (the `no_network` fixture).
 """
 
 from __future__ import annotations
 
-import socket
-from typing import Any
-
 import pytest
 
-
-class NetworkBlocked(AssertionError):
-    """Raised by the guard; an AssertionError so `except OSError` in library code can't hide it."""
-
-
-class NetworkGuard:
-    """Records every attempted connect or lookup; only listed 127.0.0.1 ports get through."""
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[str, Any]] = []
-        self.loopback_ports: set[int] = set()
-
-    def allows(self, address: Any) -> bool:
-        """True only for ('127.0.0.1', port) of a test server this test started."""
-        return (
-            isinstance(address, tuple)
-            and len(address) == 2
-            and address[0] == "127.0.0.1"
-            and address[1] in self.loopback_ports
-        )
-
-    def block(self, kind: str, target: Any) -> NetworkBlocked:
-        """Record the attempt and build the exception to raise."""
-        self.attempts.append((kind, target))
-        return NetworkBlocked(f"network access attempted in a test: {kind} {target!r}")
+from integrations.catalogue import EventType
+from integrations.delivery import drain
+from tests.integrations.engine_helpers import allow_receiver, make_destination
+from tests.integrations.page_helpers import HEADER_VALUE, publish
 
 
 @pytest.fixture
-def network_guard(monkeypatch: pytest.MonkeyPatch) -> NetworkGuard:
-    """Fail (and record) any socket connect or name lookup other than to our loopback server."""
-    guard = NetworkGuard()
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-    real_create_connection = socket.create_connection
-    real_getaddrinfo = socket.getaddrinfo
+def quiet_queue(settings):
+    """Nothing is queued to django-q2: tests drive the engine and the resend job directly."""
+    settings.WEBHOOK_ENQUEUE = False
+    settings.WEBHOOK_RETRY_JITTER = 0
 
-    def connect(sock: socket.socket, address: Any) -> None:
-        if guard.allows(address):
-            return real_connect(sock, address)
-        raise guard.block("connect", address)
 
-    def connect_ex(sock: socket.socket, address: Any) -> int:
-        if guard.allows(address):
-            return real_connect_ex(sock, address)
-        raise guard.block("connect_ex", address)
+@pytest.fixture
+def hook(tenant_a, receiver, settings):
+    """A destination of tenant A on the loopback receiver, with a custom header."""
+    allow_receiver(settings, receiver)
+    return make_destination(
+        tenant_a.tenant,
+        receiver,
+        name="SOC hook",
+        event_types=[EventType.DETECTION_ALERT],
+        custom_headers={"X-Api-Key": HEADER_VALUE},
+    )
 
-    def create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
-        if guard.allows(address):
-            return real_create_connection(address, *args, **kwargs)
-        raise guard.block("create_connection", address)
 
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        # A numeric loopback address of our own server needs no DNS; anything else is refused.
-        if host == "127.0.0.1" and port in guard.loopback_ports:
-            return real_getaddrinfo(host, port, *args, **kwargs)
-        raise guard.block("getaddrinfo", host)
-
-    def lookup(name: str) -> Any:
-        def blocked(host: Any, *args: Any, **kwargs: Any) -> Any:
-            raise guard.block(name, host)
-
-        return blocked
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "create_connection", create_connection)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    for name in ("gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getfqdn"):
-        monkeypatch.setattr(socket, name, lookup(name))
-    return guard
+@pytest.fixture
+def received(tenant_a, hook, receiver):
+    """A real delivery's raw body and signature header value, as the receiver got them."""
+    publish(tenant_a.tenant, 2, note="café")
+    drain.drain(hook.pk)
+    [request] = receiver.received
+    return request.body.decode(), request.header("X-OneProtect-Signature")

@@ -37,17 +37,14 @@ from integrations.delivery.client import RESPONSE_EXCERPT_BYTES, AsyncSender, Ou
 from integrations.delivery.sender import Sender
 from integrations.delivery.signing import PreparedRequest
 from integrations.models import ErrorKind
-from tests.integrations.conftest import NetworkGuard
+from tests.network import NetworkGuard
 
 NAME = "pinned.example.test"
 PUBLIC_V4 = "93.184.216.34"
 HANDLER_LIMIT_SECONDS = 10  # no server thread outlives a test by more than this
 
 
-@pytest.fixture(autouse=True)
-def _no_network(network_guard: NetworkGuard) -> NetworkGuard:
-    """Every test here runs under the network guard."""
-    return network_guard
+pytestmark = pytest.mark.usefixtures("network_guard")
 
 
 # --- DNS stub, destinations, requests ---------------------------------------------------------

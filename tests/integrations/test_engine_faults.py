@@ -1,5 +1,6 @@
 """The engine against receivers that misbehave: each fault on a real loopback receiver."""
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -218,6 +219,7 @@ def test_a_dead_owners_lease_is_free_at_once_and_a_live_one_is_not(setup):
     assert len(claims) == 1
     assert drain.claim_batch(destination.pk) is None  # the owner lives: its lease holds
     other.close()  # the owner's process died: its session and lock are gone
+    _wait_until_lock_released(queue.OWNER_LOCK_NS, 4242)
     claim = drain.claim_batch(destination.pk)
     assert claim is not None
     # The dead owner's attempt is recorded as lost; the new one is attempt 2.
@@ -230,6 +232,22 @@ def test_a_dead_owners_lease_is_free_at_once_and_a_live_one_is_not(setup):
     [late] = record.record_many([(claims[0], drain.send_claim(claims[0]))])
     assert late.action == "fenced"
     assert Delivery.objects.get().state == DeliveryState.DELIVERED
+
+
+def _wait_until_lock_released(namespace: int, key: int) -> None:
+    """The server ends a closed session's backend (and frees its locks) a moment after the
+    client hangs up: wait for that (bounded), as a worker's next claim would."""
+    for _ in range(200):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = %s AND objid = %s AND objsubid = 2",
+                [namespace, key],
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.025)
+    raise AssertionError("the closed session's advisory lock was never released")
 
 
 def _params() -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 
 import pytest
 from cryptography.fernet import Fernet
@@ -15,7 +14,6 @@ from django.db import connection
 from django.urls import reverse
 
 from audit.models import AuditEntry
-from integrations import url_safety
 from integrations.catalogue import EventType
 from integrations.models import Destination, Event
 from integrations.services import destination_create, destination_rotate_secret
@@ -27,21 +25,7 @@ EDITED_HEADER_VALUE = "edited-header-value-Rt6y"
 ALL_PLAINTEXTS = (SECRET, ROTATED_SECRET, HEADER_VALUE, EDITED_HEADER_VALUE)
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch, settings):
-    def resolve(host: str, port: int) -> list[str]:
-        if host == "hooks.example.com":
-            return ["93.184.216.34"]
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"a test tried to use the network: {args!r}")
-
-    monkeypatch.setattr(url_safety, "resolve_host", resolve)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    settings.WEBHOOK_ENQUEUE = False
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def make_destination(setup, name: str = "Secret keeper") -> Destination:

@@ -21,8 +21,9 @@ from integrations.events import event_publish
 from integrations.models import Destination, SignatureScheme
 from integrations.services import destination_create, destination_rotate_secret
 from integrations.verification import receiver_snippets
-from tests.api import API, api_client, block_network
+from tests.api import API, api_client
 from tests.integrations.engine_helpers import advance_retries, allow_receiver, make_destination
+from tests.network import block_network
 
 pytestmark = pytest.mark.django_db
 
@@ -51,8 +52,7 @@ def publish(tenant) -> None:
 
 
 @pytest.fixture
-def admin_api(tenant_a, monkeypatch, settings):
-    block_network(monkeypatch, settings)
+def admin_api(tenant_a, no_network):
     return api_client(tenant_a.admin, tenant_a.tenant)
 
 

@@ -24,7 +24,7 @@ from integrations.url_safety import (
     resolve_host,
     validate_endpoint_url,
 )
-from tests.integrations.conftest import NetworkGuard
+from tests.network import NetworkGuard
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:4700::1111"
@@ -62,10 +62,7 @@ class StubResolver:
         return list(self.table[host])
 
 
-@pytest.fixture(autouse=True)
-def _no_network(network_guard: NetworkGuard) -> NetworkGuard:
-    """Every test here runs under the network guard (tests/integrations/conftest.py)."""
-    return network_guard
+pytestmark = pytest.mark.usefixtures("network_guard")
 
 
 @pytest.fixture

@@ -7,6 +7,9 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from integrations.catalogue import EventType
+from integrations.models import Destination
+from integrations.services import destination_create
+from integrations.url_safety import UnsafeURLError, check_url
 from portal.models import Role, User
 from portal.services import membership_set, tenant_create
 
@@ -46,10 +49,6 @@ class Command(BaseCommand):
         url = os.environ.get("DEMO_RECEIVER_URL", "")
         if not url:
             return
-        from integrations.models import Destination
-        from integrations.services import destination_create
-        from integrations.url_safety import UnsafeURLError, check_url
-
         if Destination.objects.filter(tenant=tenants["acme"], name=DEMO_DESTINATION).exists():
             return
         try:

@@ -1,8 +1,12 @@
-"""Delivery health for the Integrations page: read-only queries, a fixed number per page.
+"""Reads of the integrations app: the queries behind its pages and API operations.
 
-Every function takes all of the page's destinations at once and aggregates in PostgreSQL
-(GROUP BY destination, FILTER clauses), so the page costs the same number of queries for one
-destination or a hundred.
+Every tenant-owned read starts from `Model.objects.for_tenant(tenant)`, or from an object that
+was found that way (a delivery's attempts, a destination's deliveries), so that another
+tenant's rows are never reached; `*_get` raises Http404 when the object is not the tenant's.
+
+Delivery health for the Integrations page takes all of the page's destinations at once and
+aggregates in PostgreSQL (GROUP BY destination, FILTER clauses), so the page costs the same
+number of queries for one destination or a hundred.
 """
 
 from __future__ import annotations
@@ -11,18 +15,146 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from integrations.explain import Explanation, explain_destination
-from integrations.models import Delivery, Destination
+from integrations.models import (
+    Attempt,
+    Delivery,
+    DeliveryEvent,
+    DeliveryState,
+    Destination,
+    Event,
+    ResendJob,
+)
+from portal.filters import nearest_id
 from portal.models import Tenant
 
+RECENT_LIMIT = 10  # deliveries in the Integrations page's Recent deliveries
+
+
+# Destinations ---------------------------------------------------------------------------------
+def destination_list(*, tenant: Tenant) -> QuerySet[Destination]:
+    """The tenant's destinations by name."""
+    return Destination.objects.for_tenant(tenant).order_by("name")
+
+
+def destination_get(*, tenant: Tenant, pk) -> Destination:
+    """The tenant's destination, or Http404 (another tenant's destination is not found)."""
+    return get_object_or_404(Destination.objects.for_tenant(tenant), pk=pk)
+
+
+def destination_find(*, tenant: Tenant, pk) -> Destination | None:
+    """The tenant's destination, or None."""
+    return Destination.objects.for_tenant(tenant).filter(pk=pk).first()
+
+
+# Deliveries -----------------------------------------------------------------------------------
+def delivery_get(*, tenant: Tenant, pk, test_only: bool = False) -> Delivery:
+    """The tenant's delivery (a test send's only, with `test_only`) with its destination, or
+    Http404."""
+    deliveries = Delivery.objects.for_tenant(tenant).select_related("destination")
+    if test_only:
+        deliveries = deliveries.filter(is_test=True)
+    return get_object_or_404(deliveries, pk=pk)
+
+
+def delivery_list(
+    *,
+    tenant: Tenant,
+    destination: Destination,
+    state: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Delivery]:
+    """A destination's deliveries, optionally of one state and created in [since, until)."""
+    deliveries = Delivery.objects.for_tenant(tenant).filter(destination=destination)
+    if state:
+        deliveries = deliveries.filter(state=state)
+    if since:
+        deliveries = deliveries.filter(created_at__gte=since)
+    if until:
+        deliveries = deliveries.filter(created_at__lt=until)
+    return deliveries
+
+
+def delivery_find_test(*, tenant: Tenant, destination: Destination, pk) -> Delivery | None:
+    """One of the destination's test sends, or None."""
+    return (
+        Delivery.objects.for_tenant(tenant)
+        .filter(destination=destination, is_test=True, pk=pk)
+        .first()
+    )
+
+
+def delivery_has_failed(*, tenant: Tenant, destination: Destination) -> bool:
+    """Whether the destination has a failed delivery (test sends aside) to resend."""
+    failed = Delivery.objects.for_tenant(tenant).filter(
+        destination=destination, state=DeliveryState.FAILED, is_test=False
+    )
+    return nearest_id(failed, "-id") is not None
+
+
+def delivery_event_list(*, delivery: Delivery, limit: int) -> list[Event]:
+    """The first `limit` events of a delivery, by id."""
+    items = (
+        DeliveryEvent.objects.filter(delivery=delivery)
+        .select_related("event")
+        .order_by("event_id")[:limit]
+    )
+    return [item.event for item in items]
+
+
+def attempt_list(*, delivery: Delivery, limit: int | None = None) -> list[Attempt]:
+    """A delivery's attempts in order (the first `limit` of them)."""
+    attempts = delivery.attempts.order_by("number")
+    return list(attempts if limit is None else attempts[:limit])
+
+
+def delivery_recent_list(*, tenant: Tenant, limit: int = RECENT_LIMIT) -> list[Delivery]:
+    """The tenant's latest deliveries across its destinations, newest first (one query)."""
+    return list(
+        Delivery.objects.for_tenant(tenant)
+        .select_related("destination")
+        .only(
+            "id",
+            "state",
+            "event_count",
+            "attempt_count",
+            "attempt_limit",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error_kind",
+            "is_test",
+            "created_at",
+            "destination__id",
+            "destination__name",
+        )
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+# Resend jobs ----------------------------------------------------------------------------------
+def resend_job_get(*, tenant: Tenant, pk) -> ResendJob:
+    """The tenant's resend job, or Http404."""
+    return get_object_or_404(ResendJob.objects.for_tenant(tenant), pk=pk)
+
+
+def resend_job_latest(*, tenant: Tenant, destination: Destination) -> ResendJob | None:
+    """The destination's most recent "Resend all failed" job."""
+    return (
+        ResendJob.objects.for_tenant(tenant).filter(destination=destination).order_by("-id").first()
+    )
+
+
+# Delivery health ------------------------------------------------------------------------------
 WINDOW = timedelta(hours=24)
 HOURS = 24
 BACKLOG_CAP = 10_000  # counting a huge outbox exactly would cost more than the number is worth
-RECENT_LIMIT = 10
 
 # Chart geometry (SVG user units): 24 bars of BAR_WIDTH in slots of SLOT_WIDTH.
 CHART_HEIGHT = 50
@@ -170,7 +302,7 @@ def destinations_health(
     return list(cards.values())
 
 
-# Queries --------------------------------------------------------------------------------------
+# Health queries --------------------------------------------------------------------------------
 # One pass over the window's attempts (the CTE is read once) gives both the totals per
 # destination (hour NULL) and the chart's counts per hour. An attempt started in the window
 # belongs to a delivery that is still open or finished after that attempt started, so
@@ -266,26 +398,3 @@ def _height(count: int, busiest: int) -> float:
     if not count:
         return 0.0
     return round(max(MIN_BAR, CHART_HEIGHT * count / busiest), 2)
-
-
-def recent_deliveries(tenant: Tenant, *, limit: int = RECENT_LIMIT) -> list[Delivery]:
-    """The tenant's latest deliveries across its destinations, newest first (one query)."""
-    return list(
-        Delivery.objects.for_tenant(tenant)
-        .select_related("destination")
-        .only(
-            "id",
-            "state",
-            "event_count",
-            "attempt_count",
-            "attempt_limit",
-            "next_attempt_at",
-            "last_status_code",
-            "last_error_kind",
-            "is_test",
-            "created_at",
-            "destination__id",
-            "destination__name",
-        )
-        .order_by("-created_at", "-id")[:limit]
-    )
