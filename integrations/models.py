@@ -237,7 +237,10 @@ class Destination(TenantOwnedModel):
 
     def waiting_count(self) -> int:
         """Events queued for this destination and not yet in a batch."""
-        return DeliveryEvent.objects.filter(destination_id=self.pk, delivery__isnull=True).count()
+        waiting = DeliveryEvent.objects.filter(
+            destination__tenant_id=self.tenant_id, destination_id=self.pk, delivery__isnull=True
+        )
+        return waiting.count()
 
 
 class Event(models.Model):

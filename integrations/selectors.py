@@ -25,7 +25,6 @@ from integrations.explain import Explanation, explain_destination
 from integrations.models import (
     Attempt,
     Delivery,
-    DeliveryEvent,
     DeliveryState,
     Destination,
     Event,
@@ -101,11 +100,7 @@ def delivery_has_failed(*, tenant: Tenant, destination: Destination) -> bool:
 
 def delivery_event_list(*, delivery: Delivery, limit: int) -> list[Event]:
     """The first `limit` events of a delivery, by id."""
-    items = (
-        DeliveryEvent.objects.filter(delivery=delivery)
-        .select_related("event")
-        .order_by("event_id")[:limit]
-    )
+    items = delivery.items.select_related("event").order_by("event_id")[:limit]
     return [item.event for item in items]
 
 

@@ -326,14 +326,21 @@ def destination_send_test(*, destination: Destination, actor) -> TestResult:
     it holds the request, so WEBHOOK_TEST_TIMEOUT bounds it)."""
     delivery = _test_delivery_create(destination=destination, actor=actor)
     timeout = min(send_test_timeout(destination), settings.WEBHOOK_TEST_TIMEOUT)
-    return send_queued_test(delivery.pk, timeout=timeout)
+    return _send_test(delivery, timeout=timeout)
 
 
 def send_queued_test(delivery_id: int, *, timeout: float | None = None) -> TestResult:
     """Send a queued test event (one attempt, the destination's timeout) and record the
     outcome; a delivered test also marks the destination healthy. Not part of the stream."""
+    delivery = (
+        Delivery.objects.unscoped("a worker's task names the test delivery by id")
+        .select_related("destination__tenant")
+        .get(pk=delivery_id)
+    )
+    return _send_test(delivery, timeout=timeout)
 
-    delivery = Delivery.objects.select_related("destination__tenant").get(pk=delivery_id)
+
+def _send_test(delivery: Delivery, *, timeout: float | None = None) -> TestResult:
     if delivery.state != DeliveryState.PENDING:
         return shown_test_result(delivery)  # already sent (a task delivered twice)
     destination = delivery.destination
