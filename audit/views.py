@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -22,6 +22,7 @@ from audit.models import AuditEntry
 from audit.selectors import audit_entry_list
 from audit.services import chain_head, parse_heads, verify_chain
 from portal.filters import keyset_page
+from portal.http import TenantRequest
 from portal.permissions import Capability, require_capability
 
 PAGE_SIZE = 50
@@ -45,6 +46,8 @@ CSV_HEADER = (
 )
 # Spreadsheets run cells that start with these as formulas.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# (field, before, after) of an entry, values shortened; None where absent.
+Change = tuple[str, str | None, str | None]
 
 
 @dataclass
@@ -55,10 +58,15 @@ class Page:
     newer_cursor: int | None = None
     older_cursor: int | None = None
 
+    @property
+    def rows(self) -> list[tuple[AuditEntry, list[Change]]]:
+        """Each entry with its recorded changes, as the page shows them."""
+        return [(entry, _changes(entry.before, entry.after)) for entry in self.entries]
+
 
 @require_capability(Capability.VIEW_AUDIT)
 @require_GET
-def index(request: HttpRequest) -> HttpResponse:
+def index(request: TenantRequest) -> HttpResponse:
     """The tenant's audit entries, newest first, filtered and keyset-paginated."""
     form = AuditFilterForm(request.GET)
     context: dict[str, Any] = {"form": form, "page": Page([]), "filter_query": ""}
@@ -66,8 +74,6 @@ def index(request: HttpRequest) -> HttpResponse:
         return render(request, "audit/index.html", context, status=400)
     entries = form.apply(audit_entry_list(tenant=request.tenant))
     page = _page(entries, before=form.cleaned_data["before"], after=form.cleaned_data["after"])
-    for entry in page.entries:
-        entry.changes = _changes(entry.before, entry.after)
     context["page"] = page
     context["filtered"] = form.has_filters()
     context["paged"] = bool(form.cleaned_data["before"] or form.cleaned_data["after"])
@@ -78,7 +84,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_capability(Capability.EXPORT_AUDIT)
 @require_GET
 @never_cache
-def export(request: HttpRequest) -> HttpResponse:
+def export(request: TenantRequest) -> HttpResponse | StreamingHttpResponse:
     """Stream the filtered entries as CSV, newest first, without loading them all."""
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
@@ -94,7 +100,7 @@ def export(request: HttpRequest) -> HttpResponse:
 
 
 @require_capability(Capability.EXPORT_AUDIT, post_only=True)
-def verify(request: HttpRequest) -> HttpResponse:
+def verify(request: TenantRequest) -> HttpResponse:
     """Recompute the tenant's hash chain (against a pasted saved head, if one is given) and
     report the outcome on the audit page."""
     pasted = request.POST.get("head", "")[:400].strip()
@@ -134,7 +140,7 @@ def _page(entries: QuerySet, *, before: int | None, after: int | None) -> Page:
     return Page(rows, newer_cursor=newer, older_cursor=older)
 
 
-def _changes(before: Any, after: Any) -> list[tuple[str, str | None, str | None]]:
+def _changes(before: Any, after: Any) -> list[Change]:
     """(field, before, after) per recorded field, values shortened; None where absent."""
     before = before if isinstance(before, dict) else {"value": before}
     after = after if isinstance(after, dict) else {"value": after}

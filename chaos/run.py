@@ -1,4 +1,4 @@
-"""The chaos delivery run (`make chaos`, SPEC §5 durability; issue 11's chaos paragraph).
+"""The chaos delivery run (`make chaos`, docs/design.md#durability; issue 11's chaos paragraph).
 
 Concurrent publishers publish N events to eight destinations on loopback receivers:
 

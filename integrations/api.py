@@ -360,6 +360,8 @@ def send_test(request: HttpRequest, destination_id: uuid.UUID):
         destination=_get_destination(principal, destination_id), actor=principal.user
     )
     outcome = result.outcome
+    # Sent in this request: the test delivery is new and never queued, so it has its attempt.
+    assert outcome is not None
     return {
         "delivery_id": result.delivery.pk,
         "ok": outcome.ok,

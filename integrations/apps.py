@@ -11,7 +11,7 @@ class IntegrationsConfig(AppConfig):
         from integrations.audit_events import on_audit_entry_recorded
         from integrations.delivery.loop import on_worker_spawn
 
-        # Every audit entry is also an `audit_log` event (SPEC §8).
+        # Every audit entry is also an `audit_log` event (docs/design.md#audit).
         audit_entry_recorded.connect(
             on_audit_entry_recorded, dispatch_uid="integrations.audit_events"
         )

@@ -38,7 +38,7 @@ def publish_audit_entry(entry: AuditEntry) -> None:
 
 
 def on_audit_entry_recorded(sender, *, entry: AuditEntry, **kwargs) -> None:
-    """Receiver of `audit.signals.audit_entry_recorded`: every entry is an event (SPEC §8)."""
+    """Receiver of `audit.signals.audit_entry_recorded`: every entry is an event (docs/design.md#audit)."""
     publish_audit_entry(entry)
 
 
@@ -46,7 +46,7 @@ ENGINE_ACTOR = "system (delivery engine)"
 
 
 def record_auto_disable(destination_id, reason: str) -> None:
-    """Audit the engine disabling a destination that kept failing (SPEC §5).
+    """Audit the engine disabling a destination that kept failing (docs/design.md#auto-disable).
 
     For the engine to call once the disable is committed (e.g. on_commit beside its `disabled`
     health event). Idempotent for one disable: nothing is written unless the destination is

@@ -1,4 +1,4 @@
-"""The event catalogue (SPEC §4) with an example payload for each type."""
+"""The event catalogue (docs/design.md#events) with an example payload for each type."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def _no_control_characters(value: str) -> None:
 
 
 class DestinationForm(forms.Form):
-    """Every field of SPEC §3. `custom_headers` is given as a dict (name → value)."""
+    """Every field of a destination (docs/design.md#destinations). `custom_headers` is given as a dict (name → value)."""
 
     name = forms.CharField(
         label="Name",
@@ -306,8 +306,8 @@ class DestinationForm(forms.Form):
             and not whsec_is_valid(secret)
         ):
             self.add_error("secret", WHSEC_ERROR)
-        if self.origin_changed():
-            self._clear_for_new_origin(cleaned, scheme)
+        if self.instance is not None and self.origin_changed():
+            self._clear_for_new_origin(cleaned, scheme, self.instance)
         if self.custom_headers_input is not None:
             try:
                 cleaned["custom_headers"] = self._clean_custom_headers(self.custom_headers_input)
@@ -322,13 +322,13 @@ class DestinationForm(forms.Form):
             return False
         return origin(url) != origin(self.instance.endpoint_url)
 
-    def _clear_for_new_origin(self, cleaned: dict, scheme: str) -> None:
+    def _clear_for_new_origin(self, cleaned: dict, scheme: str, instance: Destination) -> None:
         """Stored header values and the Splunk token are not carried to a new origin."""
-        if self.instance.custom_header_names:
+        if instance.custom_header_names:
             if self.custom_headers_input is None:
                 cleaned["custom_headers"] = {}
             self.cleared_on_origin_change.append("custom header values")
-        provider = cleaned.get("provider") or self.instance.provider
+        provider = cleaned.get("provider") or instance.provider
         if provider == Provider.SPLUNK_HEC and not cleaned.get("secret"):
             # Replaced by a random value: the old token is never sent to the new server.
             cleaned["secret"] = generate_secret_for(scheme)
@@ -426,6 +426,7 @@ class RotateSecretForm(forms.Form):
         self.splunk = provider == Provider.SPLUNK_HEC
         if self.splunk:
             secret = self.fields["secret"]
+            assert isinstance(secret, forms.CharField)  # as declared above
             secret.label = "New HEC token"
             secret.required = True
             secret.min_length = None

@@ -204,7 +204,7 @@ class Destination(TenantOwnedModel):
     # Health --------------------------------------------------------------------------------
     @property
     def health(self) -> str:
-        """The destination's health in the customer's words (SPEC §5)."""
+        """The destination's health in the customer's words (docs/design.md#health)."""
         if self.disabled_at is not None:
             return Health.DISABLED
         if not self.active:

@@ -63,6 +63,7 @@ from integrations.services import (
 )
 from portal import ratelimits
 from portal.filters import keyset_page
+from portal.http import TenantRequest
 from portal.permissions import Capability, has_capability, require_capability
 from portal.redirects import redirect_to_next
 
@@ -119,12 +120,12 @@ class ShownAttempt:
 
 
 # Helpers --------------------------------------------------------------------------------------
-def _get_destination(request: HttpRequest, destination_id) -> Destination:
+def _get_destination(request: TenantRequest, destination_id) -> Destination:
     """The current tenant's destination, or 404 (another tenant's destination is not found)."""
     return selectors.destination_get(tenant=request.tenant, pk=destination_id)
 
 
-def _destination_form(request: HttpRequest, instance: Destination | None = None, **kwargs):
+def _destination_form(request: TenantRequest, instance: Destination | None = None, **kwargs):
     form = DestinationForm(tenant=request.tenant, instance=instance, **kwargs)
     form.fields["endpoint_url"].widget.attrs.update(
         {"inputmode": "url", "autocomplete": "off", "placeholder": "https://"}
@@ -132,7 +133,7 @@ def _destination_form(request: HttpRequest, instance: Destination | None = None,
     return form
 
 
-def _posted_destination_form(request: HttpRequest, instance: Destination | None = None):
+def _posted_destination_form(request: TenantRequest, instance: Destination | None = None):
     return _destination_form(
         request,
         instance,
@@ -161,7 +162,7 @@ def _typed_secrets(request: HttpRequest) -> bool:
     return any(value.strip() for value in values)
 
 
-def _can_manage(request: HttpRequest) -> bool:
+def _can_manage(request: TenantRequest) -> bool:
     return has_capability(request.membership, Capability.MANAGE_DESTINATIONS)
 
 
@@ -185,7 +186,7 @@ def _no_store(response: HttpResponse) -> HttpResponse:
 
 
 def _render_index(
-    request: HttpRequest,
+    request: TenantRequest,
     *,
     form: DestinationForm | None = None,
     header_rows: list[HeaderRow] | None = None,
@@ -212,7 +213,7 @@ def _render_index(
     return _no_store(response) if generated_secret else response
 
 
-def _health_context(request: HttpRequest, destinations: list[Destination]) -> dict[str, Any]:
+def _health_context(request: TenantRequest, destinations: list[Destination]) -> dict[str, Any]:
     """The live part of the Integrations page: a fixed number of queries (see selectors)."""
     now = timezone.now()
     recent = selectors.delivery_recent_list(tenant=request.tenant)
@@ -234,7 +235,7 @@ def _is_htmx(request: HttpRequest) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def _get_delivery(request: HttpRequest, delivery_id) -> Delivery:
+def _get_delivery(request: TenantRequest, delivery_id) -> Delivery:
     """The current tenant's delivery with its destination, or 404."""
     return selectors.delivery_get(tenant=request.tenant, pk=delivery_id)
 
@@ -251,7 +252,7 @@ def _deliveries_page(
     return DeliveryPage(rows, newer_cursor=newer, older_cursor=older)
 
 
-def _deliveries_context(request: HttpRequest, destination: Destination) -> dict[str, Any]:
+def _deliveries_context(request: TenantRequest, destination: Destination) -> dict[str, Any]:
     """The Deliveries list of the destination page, filtered from the query string."""
     form = DeliveryFilterForm(request.GET)
     context: dict[str, Any] = {"filter_form": form, "page": DeliveryPage([]), "filter_query": ""}
@@ -270,7 +271,7 @@ def _deliveries_context(request: HttpRequest, destination: Destination) -> dict[
     return context
 
 
-def _latest_resend_job(request: HttpRequest, destination: Destination) -> ResendJob | None:
+def _latest_resend_job(request: TenantRequest, destination: Destination) -> ResendJob | None:
     """The destination's resend job while it runs, and for a while after it finished."""
     job = selectors.resend_job_latest(tenant=request.tenant, destination=destination)
     if job is None or job.state != ResendJobState.DONE:
@@ -281,7 +282,7 @@ def _latest_resend_job(request: HttpRequest, destination: Destination) -> Resend
 
 
 def _render_detail(
-    request: HttpRequest,
+    request: TenantRequest,
     destination: Destination,
     *,
     rotate_form: RotateSecretForm | None = None,
@@ -340,7 +341,7 @@ def _render_detail(
 
 # Pages ----------------------------------------------------------------------------------------
 @require_capability(Capability.VIEW_INTEGRATIONS)
-def index(request: HttpRequest) -> HttpResponse:
+def index(request: TenantRequest) -> HttpResponse:
     """Delivery health, the Create destination card (admins) and the Destinations list; right
     after a Create, the new destination's secret (once) and Send test event."""
     created, secret = _pop_created(request)
@@ -351,7 +352,7 @@ def index(request: HttpRequest) -> HttpResponse:
     return _render_index(request, form=form, created=created, generated_secret=secret)
 
 
-def _pop_created(request: HttpRequest) -> tuple[Destination | None, str | None]:
+def _pop_created(request: TenantRequest) -> tuple[Destination | None, str | None]:
     """The destination this session just created and its generated secret, taken out of the
     session so that they show once."""
     data = request.session.pop(CREATED_KEY, None)
@@ -364,7 +365,7 @@ def _pop_created(request: HttpRequest) -> tuple[Destination | None, str | None]:
 
 
 @require_capability(Capability.VIEW_INTEGRATIONS)
-def live_fragment(request: HttpRequest) -> HttpResponse:
+def live_fragment(request: TenantRequest) -> HttpResponse:
     """The live part of the Integrations page (health, banners, recent deliveries), for polling;
     it never touches the Create destination card, so what a user typed there survives."""
     destinations = list(selectors.destination_list(tenant=request.tenant))
@@ -373,7 +374,7 @@ def live_fragment(request: HttpRequest) -> HttpResponse:
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
-def destination_create_view(request: HttpRequest) -> HttpResponse:
+def destination_create_view(request: TenantRequest) -> HttpResponse:
     """Create a destination, then redirect to the Integrations page, which shows the generated
     secret once and offers Send test event (post/redirect/get: a reload never posts again)."""
     form = _posted_destination_form(request)
@@ -392,7 +393,7 @@ def destination_create_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_capability(Capability.VIEW_DELIVERIES)
-def destination_detail(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_detail(request: TenantRequest, destination_id) -> HttpResponse:
     """A destination's configuration (secrets never shown), its deliveries, the receiver guide
     and the signature check; for admins, its actions (after Save, Send test event first)."""
     destination = _get_destination(request, destination_id)
@@ -407,7 +408,7 @@ def destination_detail(request: HttpRequest, destination_id) -> HttpResponse:
 
 
 @require_capability(Capability.VIEW_DELIVERIES)
-def destination_deliveries_fragment(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_deliveries_fragment(request: TenantRequest, destination_id) -> HttpResponse:
     """The Deliveries list alone, with the page's filters, for live refresh of the first page."""
     destination = _get_destination(request, destination_id)
     context = {"destination": destination, **_deliveries_context(request, destination)}
@@ -416,7 +417,7 @@ def destination_deliveries_fragment(request: HttpRequest, destination_id) -> Htt
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS)
-def destination_edit(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_edit(request: TenantRequest, destination_id) -> HttpResponse:
     """Edit a destination: blank secret and blank header values keep what is stored."""
     destination = _get_destination(request, destination_id)
     stored_names = list(destination.custom_header_names)
@@ -459,7 +460,7 @@ def destination_edit(request: HttpRequest, destination_id) -> HttpResponse:
     return render(request, "integrations/destination_edit.html", context, status=status)
 
 
-def _set_active(request: HttpRequest, destination_id, *, active: bool) -> HttpResponse:
+def _set_active(request: TenantRequest, destination_id, *, active: bool) -> HttpResponse:
     destination = _get_destination(request, destination_id)
     destination_set_active(destination=destination, actor=request.user, active=active)
     messages.success(request, "Destination activated." if active else "Destination paused.")
@@ -467,17 +468,17 @@ def _set_active(request: HttpRequest, destination_id, *, active: bool) -> HttpRe
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
-def destination_pause(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_pause(request: TenantRequest, destination_id) -> HttpResponse:
     return _set_active(request, destination_id, active=False)
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
-def destination_activate(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_activate(request: TenantRequest, destination_id) -> HttpResponse:
     return _set_active(request, destination_id, active=True)
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
-def destination_rotate_secret_view(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_rotate_secret_view(request: TenantRequest, destination_id) -> HttpResponse:
     """Rotate the signing secret; a generated one is shown once on this response."""
     destination = _get_destination(request, destination_id)
     form = RotateSecretForm(
@@ -498,7 +499,7 @@ def destination_rotate_secret_view(request: HttpRequest, destination_id) -> Http
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
-def destination_delete_view(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_delete_view(request: TenantRequest, destination_id) -> HttpResponse:
     """Delete after an explicit confirmation (a checkbox, and a prompt when JS runs)."""
     destination = _get_destination(request, destination_id)
     if request.POST.get("confirm") != "yes":
@@ -511,7 +512,7 @@ def destination_delete_view(request: HttpRequest, destination_id) -> HttpRespons
 
 # Delivery actions and pages --------------------------------------------------------------------
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
-def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_send_test_view(request: TenantRequest, destination_id) -> HttpResponse:
     """Queue one test event for a worker; the result appears in place when it is known (htmx
     polls it), or on the destination's page (without JavaScript)."""
     destination = _get_destination(request, destination_id)
@@ -528,7 +529,7 @@ def destination_send_test_view(request: HttpRequest, destination_id) -> HttpResp
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS)
-def destination_test_result(request: HttpRequest, test_delivery_id: int):
+def destination_test_result(request: TenantRequest, test_delivery_id: int):
     """A test event's result, polled while the worker sends it."""
     delivery = selectors.delivery_get(tenant=request.tenant, pk=test_delivery_id, test_only=True)
     result = shown_test_result(delivery)
@@ -540,7 +541,7 @@ def destination_test_result(request: HttpRequest, test_delivery_id: int):
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
-def destination_resend_failed_view(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_resend_failed_view(request: TenantRequest, destination_id) -> HttpResponse:
     """Queue every failed delivery again in the background; the page shows the progress."""
     destination = _get_destination(request, destination_id)
     job = destination_resend_all_failed(destination=destination, actor=request.user)
@@ -555,7 +556,7 @@ def destination_resend_failed_view(request: HttpRequest, destination_id) -> Http
 
 
 @require_capability(Capability.VIEW_DELIVERIES, post_only=True)
-def destination_verify_signature(request: HttpRequest, destination_id) -> HttpResponse:
+def destination_verify_signature(request: TenantRequest, destination_id) -> HttpResponse:
     """Check a pasted body and signature against the destination's secrets. It only computes:
     no state changes, and the secret is never shown (POST because a body can be 1 MiB)."""
     destination = _get_destination(request, destination_id)
@@ -587,14 +588,14 @@ def destination_verify_signature(request: HttpRequest, destination_id) -> HttpRe
 
 
 @require_capability(Capability.VIEW_DELIVERIES)
-def resend_job_status(request: HttpRequest, job_id: int) -> HttpResponse:
+def resend_job_status(request: TenantRequest, job_id: int) -> HttpResponse:
     """The progress of a "Resend all failed" job, polled by the destination page."""
     job = selectors.resend_job_get(tenant=request.tenant, pk=job_id)
     return render(request, "integrations/_resend_job.html", {"job": job})
 
 
 @require_capability(Capability.VIEW_DELIVERIES)
-def delivery_detail(request: HttpRequest, delivery_id: int) -> HttpResponse:
+def delivery_detail(request: TenantRequest, delivery_id: int) -> HttpResponse:
     """A delivery: its events (payloads escaped) and every attempt with what to do about it."""
     delivery = _get_delivery(request, delivery_id)
     events = [
@@ -630,7 +631,7 @@ def delivery_detail(request: HttpRequest, delivery_id: int) -> HttpResponse:
 
 
 @require_capability(Capability.MANAGE_DESTINATIONS, post_only=True)
-def delivery_resend_view(request: HttpRequest, delivery_id: int) -> HttpResponse:
+def delivery_resend_view(request: TenantRequest, delivery_id: int) -> HttpResponse:
     """Send a failed delivery again (same events, new attempts), ahead of newer events."""
     delivery = _get_delivery(request, delivery_id)
     try:

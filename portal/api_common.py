@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -88,10 +88,16 @@ BODY = {**INVALID, 413: ErrorOut}
 LIMITED = {429: ErrorOut}  # with Retry-After (portal/ratelimits.py)
 
 
+class _TokenAuthenticatedRequest(Protocol):
+    """A request past ApiTokenAuth: ninja sets `auth` to what the auth class returned."""
+
+    auth: ApiPrincipal
+
+
 def request_principal(request: HttpRequest) -> ApiPrincipal:
     """Who calls: the token's user, tenant and membership (set by ApiTokenAuth; never the
     session)."""
-    return request.auth
+    return cast(_TokenAuthenticatedRequest, request).auth
 
 
 def invalid(errors: dict[str, list[str]]) -> ValidationError:

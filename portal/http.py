@@ -6,12 +6,9 @@ bearer scheme, portal.tokens) add these attributes to every request before a vie
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.http import HttpRequest
 
-if TYPE_CHECKING:
-    from portal.models import Membership, Tenant, User
+from portal.models import Membership, Tenant, User
 
 
 class PortalRequest(HttpRequest):
@@ -26,3 +23,11 @@ class AuthenticatedRequest(PortalRequest):
     """A PortalRequest behind a sign-in check (login_required, require_capability)."""
 
     user: User
+
+
+class TenantRequest(AuthenticatedRequest):
+    """An AuthenticatedRequest behind require_capability: the user has a current membership,
+    so the tenant is set (the decorator answers 403 otherwise)."""
+
+    tenant: Tenant
+    membership: Membership

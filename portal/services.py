@@ -47,7 +47,9 @@ def tenant_save(*, tenant: Tenant, actor: User | None = None) -> Tenant:
         after=diff_after,
     )
     if "parent" in changed:
-        for parent_id in {stored.parent_id, tenant.parent_id} - {None}:
+        for parent_id in {stored.parent_id, tenant.parent_id}:
+            if parent_id is None:
+                continue
             record(
                 tenant=Tenant.objects.get(pk=parent_id),
                 actor=actor,

@@ -274,7 +274,7 @@ def _duration_seconds(value: str) -> int:
     return int(value)
 
 
-# Webhook delivery (SPEC §5, §6).
+# Webhook delivery (docs/design.md#delivery, #security).
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
 WEBHOOK_MAX_DESTINATIONS_PER_TENANT = env.int("WEBHOOK_MAX_DESTINATIONS_PER_TENANT", default=50)
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)

@@ -167,7 +167,7 @@ class ApiTokenAuth(HttpBearer):
     """`Authorization: Bearer <token>` that also requires a capability of the permission table.
 
     Sessions never authenticate API calls: only this header does. No token is 401; a role
-    without the capability is 403 (the same table as the portal, SPEC §2).
+    without the capability is 403 (the same table as the portal, docs/design.md#roles).
     """
 
     openapi_description = "An API token from Settings → API tokens (op_…)."

@@ -7,11 +7,12 @@ the session, the messages framework or a URL, and only its hash is stored.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
 
 from portal.forms import ApiTokenForm
+from portal.http import TenantRequest
 from portal.models import ApiToken
 from portal.permissions import Capability, require_capability
 from portal.selectors import api_token_get, api_token_list
@@ -19,7 +20,7 @@ from portal.tokens import api_token_create, api_token_revoke
 
 
 def _render(
-    request: HttpRequest,
+    request: TenantRequest,
     *,
     form: ApiTokenForm | None = None,
     created: ApiToken | None = None,
@@ -39,13 +40,13 @@ def _render(
 
 
 @require_capability(Capability.USE_API_TOKENS)
-def api_tokens(request: HttpRequest) -> HttpResponse:
+def api_tokens(request: TenantRequest) -> HttpResponse:
     """The user's tokens in this tenant and the form to create one."""
     return _render(request)
 
 
 @require_capability(Capability.USE_API_TOKENS, post_only=True)
-def api_token_create_view(request: HttpRequest) -> HttpResponse:
+def api_token_create_view(request: TenantRequest) -> HttpResponse:
     """Create a token; the page is the response, so the token is shown once, here."""
     # Posted without a choice (older clients), the default applies.
     form = ApiTokenForm({"expires_in_days": "90", **request.POST.dict()})
@@ -61,7 +62,7 @@ def api_token_create_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_capability(Capability.USE_API_TOKENS, post_only=True)
-def api_token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
+def api_token_revoke_view(request: TenantRequest, token_id: int) -> HttpResponse:
     """Revoke one of the user's own tokens (anyone else's is 404)."""
     api_token = api_token_get(tenant=request.tenant, user=request.user, pk=token_id)
     api_token_revoke(api_token=api_token, actor=request.user)

@@ -1,4 +1,4 @@
-"""The permission table of SPEC §2 checked over every portal URL, for every role."""
+"""The permission table (docs/design.md#roles) checked over every portal URL, for every role."""
 
 import pytest
 from django.urls import reverse

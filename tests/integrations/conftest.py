@@ -4,7 +4,7 @@ and a real delivery it received. (No network: tests/conftest.py.)
 The portal page tests here (test_overview_page, test_deliveries_page, test_delivery_detail_page,
 test_test_send, test_resend, test_signature_check, test_receiver_guide,
 test_pages_never_show_secrets; test_destination_list, _form, _page, _actions) test every view
-that changes data for STYLE §10's four cases: it works for an admin; it is 403 for an operator
+that changes data for the house's four cases: it works for an admin; it is 403 for an operator
 and an auditor; another tenant's object is 404; a GET is 405 where the view is POST-only. They
 use real PostgreSQL and, where something is sent, a real receiver on 127.0.0.1; the destination
 page tests never touch the network (the `no_network` fixture).

@@ -21,6 +21,7 @@ from devtools.receiver import (
     verify_signature,
     verify_splunk_authorization,
 )
+from integrations.models import Destination
 
 SECRETS_CACHE_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 5
@@ -50,8 +51,6 @@ class DemoReceiver(ReceiverServer):
 
     def _load_from_database(self) -> list[tuple[str, list[str]]]:
         """Secrets (current and previous) of destinations whose URL points at this port."""
-        from integrations.models import Destination
-
         pairs: list[tuple[str, list[str]]] = []
         try:
             close_old_connections()
