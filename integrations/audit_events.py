@@ -38,7 +38,8 @@ def publish_audit_entry(entry: AuditEntry) -> None:
 
 
 def on_audit_entry_recorded(sender, *, entry: AuditEntry, **kwargs) -> None:
-    """Receiver of `audit.signals.audit_entry_recorded`: every entry is an event (docs/design.md#audit)."""
+    """Receiver of `audit.signals.audit_entry_recorded`: every entry is an event
+    (docs/design.md#audit)."""
     publish_audit_entry(entry)
 
 

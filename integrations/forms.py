@@ -77,7 +77,8 @@ def _no_control_characters(value: str) -> None:
 
 
 class DestinationForm(forms.Form):
-    """Every field of a destination (docs/design.md#destinations). `custom_headers` is given as a dict (name → value)."""
+    """Every field of a destination (docs/design.md#destinations). `custom_headers` is given
+    as a dict (name → value)."""
 
     name = forms.CharField(
         label="Name",

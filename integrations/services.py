@@ -345,7 +345,9 @@ def _send_test(delivery: Delivery, *, timeout: float | None = None) -> TestResul
         return shown_test_result(delivery)  # already sent (a task delivered twice)
     destination = delivery.destination
     body = serialize_body(destination, [sample_event_envelope(destination, delivery.created_at)])
-    Delivery.objects.filter(pk=delivery.pk).update(state=DeliveryState.DELIVERING)
+    Delivery.objects.for_tenant(delivery.tenant_id).filter(pk=delivery.pk).update(
+        state=DeliveryState.DELIVERING
+    )
     outcome = get_sender().send(
         destination, prepare(destination, body), timeout=timeout or send_test_timeout(destination)
     )
@@ -380,11 +382,13 @@ def _health_from_test(destination: Destination, outcome: Outcome, now) -> None:
         "last_outcome_ok": outcome.ok,
     }
     if outcome.ok:
-        Destination.objects.filter(pk=destination.pk).update(
+        Destination.objects.for_tenant(destination.tenant_id).filter(pk=destination.pk).update(
             **last, last_success_at=now, failing_since=None, retrying=False
         )
     else:
-        Destination.objects.filter(pk=destination.pk, last_attempt_at__isnull=True).update(**last)
+        Destination.objects.for_tenant(destination.tenant_id).filter(
+            pk=destination.pk, last_attempt_at__isnull=True
+        ).update(**last)
 
 
 def shown_test_result(delivery: Delivery) -> TestResult:

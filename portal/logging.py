@@ -46,7 +46,8 @@ _QUERY = re.compile(r"""((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s?#"'<>]*)\?[^\s"'<>
 
 
 def scrub(text: str) -> str:
-    """Query strings masked: no log line holds one (secrets are never logged: docs/design.md#masking-and-redaction)."""
+    """Query strings masked: no log line holds one (secrets are never logged:
+    docs/design.md#masking-and-redaction)."""
     return _QUERY.sub(r"\1?••••", text)
 
 

@@ -1,4 +1,5 @@
-"""The permission table (docs/design.md#roles) and the one decorator that enforces it for every view."""
+"""The permission table (docs/design.md#roles) and the one decorator that enforces it for every
+view."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ Workers, commands and the shell are not requests: there the guard is off.
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+from typing import Any, cast
 
 from django.db import models
 from django.db.models.expressions import Col
@@ -83,19 +83,15 @@ class TenantQuerySet(models.QuerySet):
 
     def for_tenant(self, tenant) -> TenantQuerySet:
         if tenant is None:
-            return self.none()
+            return _with_scope(self.none(), "no tenant: no rows")
         return self.filter(tenant=tenant)
 
     def unscoped(self, reason: str) -> TenantQuerySet:
         """Every tenant's rows, on purpose (say why: it shows in reviews and greps)."""
-        clone = self._chain()
-        clone.query.scope = f"unscoped: {reason}"
-        return clone
+        return _with_scope(self.all(), f"unscoped: {reason}")
 
     def _scoped_by_parent(self) -> TenantQuerySet:
-        clone = self._chain()
-        clone.query.scope = "related"
-        return clone
+        return _with_scope(self.all(), "related")
 
     # Writes run through UpdateQuery/DeleteQuery, not TenantQuery: check them here.
     def update(self, **kwargs):
@@ -115,6 +111,11 @@ class TenantQuerySet(models.QuerySet):
             and not _names_a_tenant(query.where)
         ):
             raise UnscopedQuery(f"An unscoped write to {self.model._meta.label} during a request.")
+
+
+def _with_scope(queryset: TenantQuerySet, scope: str) -> TenantQuerySet:
+    cast(TenantQuery, queryset.query).scope = scope
+    return queryset
 
 
 class _TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: ignore[misc]

@@ -32,7 +32,8 @@ SPLUNK_SOURCE = "oneprotect"
 
 
 def event_envelope(*, event_id, event_type, event_time, severity, tenant_slug, payload) -> dict:
-    """One entry of the `events` array (docs/design.md#request-body); event_time in Unix milliseconds."""
+    """One entry of the `events` array (docs/design.md#request-body); event_time in Unix
+    milliseconds."""
     return {
         "event_id": str(event_id),
         "event_type": event_type,

@@ -1,4 +1,5 @@
-"""The permission table (docs/design.md#roles) over every API operation, for every role, and token auth.
+"""The permission table (docs/design.md#roles) over every API operation, for every role, and
+token auth.
 
 Operations come from the OpenAPI document, so a new endpoint cannot escape: each must declare
 `x-required-capability` (portal.tokens.requires), and its auth must enforce exactly that.
