@@ -60,13 +60,17 @@ def describe_failure(outcome: Outcome) -> str:
     return outcome.detail or ErrorKind(outcome.error_kind).label
 
 
-def mask_excerpt_for(destination, excerpt: str) -> str:
-    """`mask_echoed_secrets` with the destination's secrets. `destination` is a Destination
-    or its id (then it is loaded only when the excerpt could hold a secret)."""
+def mask_excerpt_for(delivery: Delivery, destination: Destination | None, excerpt: str) -> str:
+    """`mask_echoed_secrets` with the destination's secrets (the delivery's destination is
+    loaded, in its tenant, only when none is given and the excerpt could hold a secret)."""
     if not excerpt or len(excerpt) < MIN_MASKED_LENGTH:
         return excerpt
-    if not isinstance(destination, Destination):
-        destination = Destination.objects.filter(pk=destination).first()
+    if destination is None:
+        destination = (
+            Destination.objects.for_tenant(delivery.tenant_id)
+            .filter(pk=delivery.destination_id)
+            .first()
+        )
     if destination is None:
         return excerpt
     return mask_echoed_secrets(excerpt, destination_secret_values(destination))
@@ -90,9 +94,7 @@ def _attempt_row(
         status_code=outcome.status_code,
         error_kind=outcome.error_kind,
         error_detail=outcome.detail[:500],
-        response_excerpt=mask_excerpt_for(
-            destination or delivery.destination_id, outcome.response_excerpt
-        ),
+        response_excerpt=mask_excerpt_for(delivery, destination, outcome.response_excerpt),
         request_headers=outcome.request_headers,
         ok=outcome.ok,
     )
