@@ -122,7 +122,7 @@ class DeliveryLoop:
         """After a lost database session: a new connection, owner key and slot lock."""
         queue.forget_owner()
         connection.close()
-        self.key = queue.owner_key()
+        self.key = queue.owner_key(prefer=self.key)  # keeps the leases of sends in flight
         with connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit TO OFF")
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [queue.SLOT_LOCK_NS, self.slot])

@@ -84,15 +84,19 @@ def mark_due_now(destination_id) -> None:
 _owner: tuple[int, int] | None = None  # (key, id of the database connection holding its lock)
 
 
-def owner_key() -> int:
-    """This process's lease owner key, held as a session advisory lock on its connection."""
+def owner_key(prefer: int | None = None) -> int:
+    """This process's lease owner key, held as a session advisory lock on its connection.
+
+    `prefer`: the key this process held on a connection it lost (a database restart, a
+    dropped session). Taking it back at once keeps the leases of the sends still in flight
+    alive, so that no other loop sends those batches again."""
     global _owner
     connection.ensure_connection()
     raw = id(connection.connection)
     if _owner is not None and _owner[1] == raw:
         return _owner[0]
-    for _ in range(10):
-        key = random.randint(1, 2**31 - 1)
+    candidates = ([prefer] if prefer else []) + [random.randint(1, 2**31 - 1) for _ in range(10)]
+    for key in candidates:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [OWNER_LOCK_NS, key])
             if cursor.fetchone()[0]:
@@ -134,8 +138,14 @@ LIVE_OWNERS = f"""
         WHERE l.locktype = 'advisory' AND l.classid = {OWNER_LOCK_NS} AND l.objsubid = 2
           AND l.granted)"""  # noqa: S608
 OWNER_ALIVE = "NULLIF(split_part(d.lease_owner, ':', 1), '')::bigint IN (SELECT key FROM live)"
+# A lease is free once it expired, or when its owner is gone: its advisory lock is missing
+# although the lease was granted since the server started. (A restart drops every lock, but not
+# the sends in flight: their owners take their keys back on reconnecting, and until then
+# leases from before the restart hold until they expire.)
 LEASE_FREE = (
-    f"(d.lease_until IS NULL OR d.lease_until < statement_timestamp() OR NOT {OWNER_ALIVE})"
+    "(d.lease_until IS NULL OR d.lease_until < statement_timestamp() OR ("
+    f"NOT {OWNER_ALIVE} AND d.lease_until - make_interval(secs => d.timeout_seconds + "
+    "%(margin)s) > pg_postmaster_start_time()))"
 )
 
 CLAIM_SQL = f"""

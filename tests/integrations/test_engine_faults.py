@@ -234,6 +234,46 @@ def test_a_dead_owners_lease_is_free_at_once_and_a_live_one_is_not(setup):
     assert Delivery.objects.get().state == DeliveryState.DELIVERED
 
 
+def test_a_lease_from_before_a_database_restart_holds_until_its_owner_returns(setup, settings):
+    """A restart drops every advisory lock, but not the sends in flight: a lease granted before
+    the server started is not taken over for a missing lock (only when it expires, or once its
+    owner has taken its key back on reconnecting)."""
+    tenant, destination, receiver = setup
+    publish(tenant)
+    claims, _ = queue.claim_many(owner=4343, limit=5, only=[destination.pk])  # no lock: "dead"
+    assert len(claims) == 1
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXTRACT(EPOCH FROM statement_timestamp() - pg_postmaster_start_time())"
+        )
+        uptime = float(cursor.fetchone()[0])
+    longest = 32767 - 1 - settings.WEBHOOK_LEASE_MARGIN  # the largest timeout the column holds
+    if uptime > longest - 60:
+        pytest.skip("the server has run for longer than a lease can span")
+    # The same lease, as if granted before the server started (a long timeout, still running).
+    Destination.objects.filter(pk=destination.pk).update(timeout_seconds=longest)
+    assert drain.claim_batch(destination.pk) is None  # the lock is missing, the lease holds
+    other = psycopg.connect(**_params(), autocommit=True)
+    try:  # the owner reconnects and takes its key back: still its lease
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [queue.OWNER_LOCK_NS, 4343])
+        assert drain.claim_batch(destination.pk) is None
+    finally:
+        other.close()
+    # A lease granted since the server started, whose owner is gone, is free at once.
+    Destination.objects.filter(pk=destination.pk).update(timeout_seconds=2)
+    _wait_until_lock_released(queue.OWNER_LOCK_NS, 4343)
+    assert drain.claim_batch(destination.pk) is not None
+
+
+def test_a_reconnecting_loop_takes_its_owner_key_back():
+    key = queue.owner_key()
+    with connection.cursor() as cursor:  # the session (and its lock) is gone
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [queue.OWNER_LOCK_NS, key])
+    queue.forget_owner()
+    assert queue.owner_key(prefer=key) == key
+    assert queue.owner_key() == key  # held by this connection from now on
+
+
 def _wait_until_lock_released(namespace: int, key: int) -> None:
     """The server ends a closed session's backend (and frees its locks) a moment after the
     client hangs up: wait for that (bounded), as a worker's next claim would."""
