@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 from bench.common import (
     fmt,
@@ -32,7 +34,7 @@ def seed_pages(bench, rows: int, already: int) -> None:
         INSERT INTO integrations_delivery
             (tenant_id, destination_id, state, event_count, attempt_count, attempt_limit,
              last_status_code, last_error_kind, failure_reason, is_test, created_at,
-             finished_at)
+             finished_at, schedule_start, first_item_id)
         SELECT %(tenant)s,
                CASE WHEN mod(g, 10) = 0 THEN (%(others)s::uuid[])[1 + mod(g / 10, %(n)s)]
                     ELSE %(big)s::uuid END,
@@ -43,7 +45,8 @@ def seed_pages(bench, rows: int, already: int) -> None:
                CASE WHEN mod(g, 50) = 0 THEN 'HTTP 500' ELSE '' END,
                false,
                now() - make_interval(secs => (%(total)s - g) * 2.0),
-               now() - make_interval(secs => (%(total)s - g) * 2.0 - 0.05)
+               now() - make_interval(secs => (%(total)s - g) * 2.0 - 0.05),
+               0, g
         FROM generate_series(%(start)s::bigint, %(total)s::bigint) AS g
         """,
         {
@@ -86,13 +89,14 @@ def seed_pages(bench, rows: int, already: int) -> None:
         INSERT INTO audit_auditentry
             (tenant_id, sequence, created_at, actor_id, actor_name, action, target_type,
              target_id, target_repr, before, after, ip, user_agent, request_id, prev_hash,
-             hash)
+             hash, hash_version)
         SELECT %(tenant)s, %(base)s + g - %(start)s + 1,
                now() - make_interval(secs => (%(total)s - g) * 2.0),
                %(admin)s, %(email)s, (%(actions)s::text[])[1 + mod(g, %(n)s)], 'destination',
                %(big)s, 'pages-0', '{"active": true}'::jsonb,
                jsonb_build_object('active', mod(g, 2) = 0, 'timeout_seconds', 30),
-               '127.0.0.1', 'bench', md5(g::text), repeat('0', 64), md5(g::text) || md5(g::text)
+               '127.0.0.1', 'bench', md5(g::text), repeat('0', 64), md5(g::text) || md5(g::text),
+               2
         FROM generate_series(%(start)s::bigint, %(total)s::bigint) AS g
         """,
         {
@@ -157,8 +161,8 @@ def _page_delivery(bench, tenant: int, destination: str) -> int:
         INSERT INTO integrations_delivery
             (tenant_id, destination_id, state, event_count, attempt_count, attempt_limit,
              last_status_code, last_error_kind, failure_reason, is_test, created_at,
-             finished_at)
-        VALUES (%s, %s, 'delivered', 100, 3, 10, 200, '', '', false, now(), now())
+             finished_at, schedule_start, first_item_id)
+        VALUES (%s, %s, 'delivered', 100, 3, 10, 200, '', '', false, now(), now(), 0, 0)
         RETURNING id
         """,
         [tenant, destination],
@@ -207,7 +211,11 @@ def run(bench) -> None:
         "warmup": 2,
         "page_seconds": 20,
     }
-    host = {"ALLOWED_HOSTS": "testserver"}  # the test Client's host name
+    # DEBUG is off (realistic figures): pages name hashed static files, from a manifest that
+    # collectstatic writes (to a scratch STATIC_ROOT, as a deployment would).
+    static_root = str(Path(tempfile.mkdtemp(prefix="bench-static-")))
+    bench.stack.manage("collectstatic", "--noinput", "-v", "0", STATIC_ROOT=static_root)
+    host = {"ALLOWED_HOSTS": "testserver", "STATIC_ROOT": static_root}  # the test Client's host
     small = bench.shell_json(
         "pages.py", {**params, "urls": page_urls(bench), "runs": 1, "requests": 5}, **host
     )

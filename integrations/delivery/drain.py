@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from integrations.delivery.client import Outcome
 from integrations.delivery.queue import Claim, claim_many
 from integrations.delivery.record import failed_outcome, record_lost, record_outcome
@@ -33,10 +35,12 @@ def deliver_one(destination_id) -> Delivery | None:
     return record_outcome(claim, send_claim(claim))
 
 
-def drain(destination_id, *, max_batches: int = 200) -> int:
-    """Deliver due batches for one destination until none is due (bounded); the count sent."""
+def drain(destination_id, *, max_batches: int = 200, max_seconds: float | None = None) -> int:
+    """Deliver due batches for one destination until none is due, bounded in count and (when
+    `max_seconds` is given) in time; the count sent."""
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     sent = 0
-    while sent < max_batches:
+    while sent < max_batches and (deadline is None or time.monotonic() < deadline):
         if deliver_one(destination_id) is None:
             break
         sent += 1

@@ -442,6 +442,7 @@ def _prepare(claim: Claim) -> None:
         # "re-serialized?" check in the signature checker can reproduce it.
         body = serialize_body(claim.destination, claim.envelopes)
         claim.request = prepare(claim.destination, body, message_id=f"msg_{claim.delivery.pk}")
+        claim.envelope_texts = []  # the body holds them now: a loop keeps one copy in flight
     except Exception as error:  # e.g. a secret that no configured key can decrypt
         logger.exception("could not prepare a request for destination %s", claim.destination.pk)
         claim.error = f"The request could not be prepared ({type(error).__name__})."

@@ -1,6 +1,7 @@
 """The asyncio delivery loop in this process, against real receivers and committed data."""
 
 import itertools
+import json
 import threading
 import time
 
@@ -239,5 +240,6 @@ def test_an_earlier_publisher_still_running_holds_back_later_ones(
     assert later_done.wait(10)
     Destination.objects.filter(pk=destination.pk).update(next_due_at=timezone.now())
     claim = drain.claim_batch(destination.pk)
-    assert [e["event"] for e in claim.envelopes] == [{"n": 0}, {"i": 0, "n_": 1}]
+    sent = json.loads(claim.request.body)["events"]
+    assert [e["event"] for e in sent] == [{"n": 0}, {"i": 0, "n_": 1}]
     assert str(first.event_id) in receiver.events_received()
