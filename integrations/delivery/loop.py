@@ -84,6 +84,7 @@ class DeliveryLoop:
         self.attempts = 0
         self.slot: int | None = None
         self.key: int | None = None
+        self.ends_at = 0.0  # the end of this loop's slice (time.monotonic)
         self.started_at = timezone.now()
 
     # Database (one thread, one connection) -------------------------------------------------
@@ -163,9 +164,12 @@ class DeliveryLoop:
         record.record_lost(lost)
         return claims, len(lost)
 
-    def _record(self, results):
+    def _record(self, results, continue_streams: bool = False):
+        """Record outcomes; with `continue_streams`, also the next batches of the streams that
+        may go on at once (they keep their lease: see record.record_and_continue)."""
         try:
-            return record.record_many(results)
+            owner = self.key if continue_streams else None
+            return record.record_and_continue(results, owner=owner)
         except (OperationalError, InterfaceError):
             raise  # the database is away: the loop keeps the outcomes and tries again
         except Exception:
@@ -177,7 +181,7 @@ class DeliveryLoop:
                     recorded += record.record_many([result])
                 except Exception:
                     logger.exception("could not record an outcome; its lease will expire")
-            return recorded
+            return recorded, []
 
     # Sending -------------------------------------------------------------------------------
     async def _send(self, claim: queue.Claim) -> None:
@@ -222,21 +226,24 @@ class DeliveryLoop:
             self.in_flight[key] = task
             task.add_done_callback(partial(self._forget, key))
 
-    def _forget(self, key: Any, _task: asyncio.Task) -> None:
-        self.in_flight.pop(key, None)
+    def _forget(self, key: Any, task: asyncio.Task) -> None:
+        if self.in_flight.get(key) is task:  # not a continued stream's next send
+            del self.in_flight[key]
 
     async def _flush(self) -> None:
         if not self.finished:
             return
         results, self.finished = self.finished, []
+        go_on = not stopping() and time.monotonic() < self.ends_at
         try:
-            recorded = await self.db(self._record, results)
+            recorded, continued = await self.db(self._record, results, go_on)
         except (OperationalError, InterfaceError):
             self.finished = results + self.finished
             raise
         self.attempts += len(results)
         for item in recorded:
             self.counters[f"attempts_{item.action}"] += 1
+        self._start(continued)
 
     # Wake-ups ------------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -292,7 +299,7 @@ class DeliveryLoop:
         listener = asyncio.create_task(self._listen())
         watcher = asyncio.create_task(self._watch_stop())
         beat = asyncio.create_task(self._beat())
-        end = time.monotonic() + self.slice_seconds
+        end = self.ends_at = time.monotonic() + self.slice_seconds
         poll = settings.WEBHOOK_POLL_INTERVAL
         try:
             while not stopping() and time.monotonic() < end:

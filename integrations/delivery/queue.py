@@ -263,7 +263,7 @@ def claim_many(
             claims, lost, idle, later = _claims_for_open(cursor, by_id, open_rows, token)
             with_open = {row[1] for row in open_rows}
             fresh = [pk for pk in by_id if pk not in with_open]
-            claims += _new_batches(cursor, by_id, fresh, token, idle)
+            claims += new_batches(cursor, by_id, fresh, token, idle)
             if idle:
                 # Nothing to send after all: idle, or waiting for an older publisher's commit.
                 cursor.execute(
@@ -285,7 +285,7 @@ def claim_many(
                     [when, destination_id],
                 )
     for claim in claims:
-        _prepare(claim)
+        prepare_claim(claim)
     return claims, lost
 
 
@@ -352,7 +352,7 @@ def _claim(destination: Destination, delivery: Delivery, owner: str) -> Claim:
     )
 
 
-def _new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Claim]:
+def new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Claim]:
     """Open one new batch for each destination with waiting events (a fixed few statements)."""
     if not fresh:
         return []
@@ -435,7 +435,7 @@ def _new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Cla
     return claims
 
 
-def _prepare(claim: Claim) -> None:
+def prepare_claim(claim: Claim) -> None:
     """Serialize once and sign; a failure here is recorded as the attempt's outcome."""
     try:
         # The exact bytes that are signed: the documented compact form, so that a receiver's

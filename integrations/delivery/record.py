@@ -22,7 +22,7 @@ from integrations import events
 from integrations.audit_events import record_auto_disable
 from integrations.delivery.client import Outcome
 from integrations.delivery.policy import Action, Attempted, Policy, decide
-from integrations.delivery.queue import Claim
+from integrations.delivery.queue import Claim, new_batches, prepare_claim
 from integrations.models import (
     Attempt,
     Delivery,
@@ -134,16 +134,18 @@ BOOKKEEPING = {
     "next_due_at": "timestamptz",
 }
 DEST_LOCK_SQL = f"""
-SELECT id, lease_owner, rate_limit_per_second, statement_timestamp() AS now,
+SELECT id, lease_owner, rate_limit_per_second, active, statement_timestamp() AS now,
        {", ".join(BOOKKEEPING)}
 FROM integrations_destination WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE
 """  # noqa: S608 (constants only)
 DEST_UPDATE_SQL = f"""
 UPDATE integrations_destination d
 SET {", ".join(f"{column} = v.{column}" for column in BOOKKEEPING)},
-    lease_until = NULL, lease_owner = ''
-FROM unnest(%s::uuid[], {", ".join(f"%s::{kind}[]" for kind in BOOKKEEPING.values())})
-     AS v(id, {", ".join(BOOKKEEPING)})
+    lease_owner = v.lease_owner,
+    lease_until = CASE WHEN v.lease_owner = '' THEN NULL ELSE statement_timestamp()
+                       + make_interval(secs => d.timeout_seconds + %s) END
+FROM unnest(%s::uuid[], %s::text[], {", ".join(f"%s::{kind}[]" for kind in BOOKKEEPING.values())})
+     AS v(id, lease_owner, {", ".join(BOOKKEEPING)})
 WHERE d.id = v.id
 """  # noqa: S608 (constants only)
 
@@ -158,8 +160,20 @@ def record_lost(lost: Sequence[Claim]) -> None:
 
 def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
     """Store the attempts and move deliveries and destinations on, in one transaction."""
+    return record_and_continue(results)[0]
+
+
+def record_and_continue(
+    results: Sequence[tuple[Claim, Outcome]], *, owner: int | None = None
+) -> tuple[list[Recorded], list[Claim]]:
+    """record_many, and with an `owner` (a delivery loop) in the same transaction: each stream
+    whose batch was just delivered and whose next batch is due now keeps its lease (a new
+    token) and gets that batch at once, without going back through the claim. The stream
+    stays one batch in flight; what it may not do now (paused, held, disabled, rate limited,
+    an open batch to retry) it does through the claim as before."""
     if not results:
-        return []
+        return [], []
+    continued: list[Claim] = []
     policy = Policy.from_settings()
     done: list[Recorded] = []
     # Built (and their excerpts masked: decrypting secrets) before the destination locks.
@@ -194,9 +208,45 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
             done.append(recorded)
         Attempt.objects.bulk_create(attempts)
         _update_deliveries(cursor, delivery_updates)
-        _set_next_due(cursor, finished, destination_updates, rows)
-        _update_destinations(cursor, destination_updates, rows)
-    return done
+        fresh = _set_next_due(cursor, finished, destination_updates, rows)
+        leases: dict = {}
+        if owner is not None and fresh:
+            token = f"{owner}:{uuid.uuid4().hex[:16]}"
+            leases = {pk: token for pk in _continuable(fresh, destination_updates, rows)}
+        _update_destinations(cursor, destination_updates, rows, leases)
+        if leases:
+            by_id = Destination.objects.in_bulk(list(leases))  # as updated: current settings
+            idle: list = []
+            continued = new_batches(cursor, by_id, list(by_id), next(iter(leases.values())), idle)
+            if idle:  # nothing waiting after all (cannot happen under the row locks): let go
+                cursor.execute(
+                    "UPDATE integrations_destination SET lease_until = NULL, lease_owner = '' "
+                    "WHERE id = ANY(%s::uuid[])",
+                    [[str(pk) for pk in idle]],
+                )
+    for claim in continued:
+        prepare_claim(claim)
+    return done, continued
+
+
+def _continuable(fresh: list, updates: dict, rows: dict) -> list:
+    """Of the streams whose head batch was delivered and that have only waiting events, those
+    that may send their next batch now (no hold, pause, disable or rate limit in the way)."""
+    ready = []
+    for pk in fresh:
+        values, row = updates[pk], rows[pk]
+        due = values.get("next_due_at")
+        not_before = values.get("_not_before")
+        if (
+            row["active"]
+            and due is not None
+            and due <= row["now"]
+            and (not_before is None or not_before <= row["now"])
+            and values.get("held_since", row["held_since"]) is None
+            and values.get("disabled_at", row["disabled_at"]) is None
+        ):
+            ready.append(pk)
+    return ready
 
 
 def _apply(policy: Policy, claim: Claim, outcome: Outcome, row, updates: dict) -> Recorded:
@@ -391,45 +441,58 @@ def _split(cursor, delivery: Delivery) -> None:
     )
 
 
-def _set_next_due(cursor, finished, updates: dict, rows: dict) -> None:
-    """For destinations whose batch finished: due now if more work waits, else idle."""
+def _set_next_due(cursor, finished, updates: dict, rows: dict) -> list:
+    """For destinations whose batch finished: due now if more work waits, else idle. Returns
+    those whose batch was delivered and that have only waiting events (no open batch)."""
     if not finished:
-        return
+        return []
     ids = [str(claim.destination.pk) for claim, _ in finished]
     cursor.execute(
         """
-        SELECT d FROM unnest(%s::uuid[]) AS d
-        WHERE EXISTS (SELECT 1 FROM integrations_delivery dl
-                      WHERE dl.destination_id = d AND NOT dl.is_test
-                        AND dl.state IN ('pending', 'delivering', 'retrying'))
-           OR EXISTS (SELECT 1 FROM integrations_deliveryevent de
-                      WHERE de.destination_id = d AND de.delivery_id IS NULL)
+        SELECT d, open, waiting FROM unnest(%s::uuid[]) AS d,
+        LATERAL (SELECT EXISTS (SELECT 1 FROM integrations_delivery dl
+                                WHERE dl.destination_id = d AND NOT dl.is_test
+                                  AND dl.state IN ('pending', 'delivering', 'retrying'))
+                        AS open,
+                        EXISTS (SELECT 1 FROM integrations_deliveryevent de
+                                WHERE de.destination_id = d AND de.delivery_id IS NULL)
+                        AS waiting) AS w
+        WHERE open OR waiting
         """,
         [ids],
     )
-    busy = {row[0] for row in cursor.fetchall()}
-    for claim, _ in finished:
+    found = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+    fresh = []
+    for claim, delivery in finished:
         pk = claim.destination.pk
         pending = updates[pk]
-        pending["next_due_at"] = rows[pk]["now"] if pk in busy else None
+        pending["next_due_at"] = rows[pk]["now"] if pk in found else None
+        is_open, waiting = found.get(pk, (False, False))
+        if delivery.state == DeliveryState.DELIVERED and waiting and not is_open:
+            fresh.append(pk)
+    return fresh
 
 
-def _update_destinations(cursor, updates: dict, rows: dict) -> None:
-    """Write every recorded destination's bookkeeping back and free its lease: one statement."""
+def _update_destinations(cursor, updates: dict, rows: dict, leases: dict | None = None) -> None:
+    """Write every recorded destination's bookkeeping back and free its lease (or renew it,
+    for the streams in `leases`: id → new token): one statement."""
     if not updates:
         return
-    columns: dict[str, list] = {"id": [], **{column: [] for column in BOOKKEEPING}}
+    leases = leases or {}
+    columns: dict[str, list] = {"id": [], "lease_owner": [], **{c: [] for c in BOOKKEEPING}}
     for destination_id, values in updates.items():
         alerts = values.pop("_alerts", [])
         not_before = values.pop("_not_before", None)
         if not_before is not None and values.get("next_due_at") is not None:
             values["next_due_at"] = max(values["next_due_at"], not_before)
         columns["id"].append(str(destination_id))
+        columns["lease_owner"].append(leases.get(destination_id, ""))
         for column in BOOKKEEPING:
             columns[column].append(values.get(column, rows[destination_id][column]))
         for health, reason in alerts:
             transaction.on_commit(partial(publish_health, destination_id, health, reason))
-    cursor.execute(DEST_UPDATE_SQL, list(columns.values()))
+    margin = 1 + settings.WEBHOOK_LEASE_MARGIN
+    cursor.execute(DEST_UPDATE_SQL, [margin, *columns.values()])
 
 
 def publish_health(destination_id, health: str, reason: str) -> None:

@@ -1,0 +1,114 @@
+"""A delivery loop's record goes straight on with a stream's next batch when it may (the stream
+keeps its lease under a new token), and otherwise lets the stream go back to the claim. Real
+receiver on 127.0.0.1, real PostgreSQL, the engine's functions driven by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from integrations.catalogue import EventType
+from integrations.delivery import drain, queue, record
+from integrations.events import event_publish
+from integrations.models import Delivery, DeliveryState, Destination
+from integrations.services import destination_rotate_secret
+from tests.integrations.engine_helpers import allow_receiver, make_destination
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def stream(tenant_a, receiver, settings):
+    allow_receiver(settings, receiver)
+    settings.WEBHOOK_BATCH_SIZE = 1
+    settings.WEBHOOK_RETRY_JITTER = 0
+    destination = make_destination(
+        tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT]
+    )
+    events = [
+        event_publish(
+            tenant=tenant_a.tenant, event_type=EventType.DETECTION_ALERT, payload={"n": n}
+        ).event
+        for n in range(3)
+    ]
+    return destination, receiver, events
+
+
+def _lease(destination) -> tuple:
+    destination.refresh_from_db()
+    return destination.lease_owner, destination.lease_until
+
+
+def test_a_delivered_batch_goes_straight_on_with_the_next_one_in_order(stream):
+    destination, receiver, events = stream
+    owner = queue.owner_key()
+    claim = drain.claim_batch(destination.pk)
+    for expected in range(3):
+        recorded, continued = record.record_and_continue(
+            [(claim, drain.send_claim(claim))], owner=owner
+        )
+        assert recorded[0].action == "deliver"
+        if expected == 2:
+            assert continued == []  # nothing waits: the stream lets its lease go
+            assert _lease(destination) == ("", None)
+            break
+        [claim] = continued
+        lease_owner, lease_until = _lease(destination)
+        assert lease_owner == claim.lease_owner and lease_until is not None  # still ours
+        assert lease_owner.startswith(f"{owner}:")
+        assert drain.claim_batch(destination.pk) is None  # one batch in flight, always
+    assert receiver.events_received() == [str(e.event_id) for e in events]
+    states = set(Delivery.objects.filter(destination=destination).values_list("state", flat=True))
+    assert states == {DeliveryState.DELIVERED}
+
+
+def test_without_an_owner_record_many_lets_the_stream_go_back_to_the_claim(stream):
+    destination, _, _ = stream
+    claim = drain.claim_batch(destination.pk)
+    recorded, continued = record.record_and_continue([(claim, drain.send_claim(claim))])
+    assert continued == [] and _lease(destination) == ("", None)
+    assert drain.claim_batch(destination.pk) is not None  # due now, through the claim
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"active": False}, id="paused"),
+        pytest.param({"rate_limit_per_second": 0.2}, id="rate-limited"),
+    ],
+)
+def test_a_stream_that_may_not_go_on_now_is_not_continued(stream, change):
+    destination, receiver, _ = stream
+    claim = drain.claim_batch(destination.pk)
+    Destination.objects.filter(pk=destination.pk).update(**change)
+    recorded, continued = record.record_and_continue(
+        [(claim, drain.send_claim(claim))], owner=queue.owner_key()
+    )
+    assert recorded[0].action == "deliver" and continued == []
+    assert _lease(destination) == ("", None)
+    assert len(receiver.events_received()) == 1
+
+
+def test_a_failed_attempt_is_not_continued(stream):
+    destination, receiver, _ = stream
+    receiver.script([503])
+    claim = drain.claim_batch(destination.pk)
+    recorded, continued = record.record_and_continue(
+        [(claim, drain.send_claim(claim))], owner=queue.owner_key()
+    )
+    assert recorded[0].action != "deliver" and continued == []
+    assert _lease(destination) == ("", None)
+
+
+def test_a_continued_batch_is_signed_with_the_current_secret(stream, tenant_a):
+    destination, receiver, _ = stream
+    claim = drain.claim_batch(destination.pk)
+    rotated, new_secret = destination_rotate_secret(
+        destination=destination, actor=tenant_a.admin, overlap_hours=0
+    )
+    receiver.secrets = [new_secret]
+    _, continued = record.record_and_continue(
+        [(claim, drain.send_claim(claim))], owner=queue.owner_key()
+    )
+    [next_claim] = continued
+    record.record_many([(next_claim, drain.send_claim(next_claim))])
+    assert receiver.received[-1].signature_ok  # the row was read again, not the old claim's
