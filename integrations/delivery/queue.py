@@ -380,17 +380,31 @@ def new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Clai
     if not batches:
         return []
     now = timezone.now()
+    pairs_items: list[int] = []
+    pairs_destinations: list[str] = []
+    for destination, item_ids, _ in batches:
+        pairs_items += item_ids
+        pairs_destinations += [str(destination.pk)] * len(item_ids)
+    # One statement opens the batches and hands them their items.
     cursor.execute(
         """
-        INSERT INTO integrations_delivery (tenant_id, destination_id, state, event_count,
-            attempt_count, attempt_limit, last_error_kind, failure_reason, is_test, created_at,
-            schedule_start, first_item_id)
-        SELECT b.tenant_id, b.destination_id, 'delivering', b.events, 1, %s, '', '', false,
-               %s, 0, b.first_item
-        FROM unnest(%s::bigint[], %s::uuid[], %s::int[], %s::bigint[])
-             WITH ORDINALITY AS b(tenant_id, destination_id, events, first_item, n)
-        ORDER BY b.n
-        RETURNING id, destination_id
+        WITH opened AS (
+            INSERT INTO integrations_delivery (tenant_id, destination_id, state, event_count,
+                attempt_count, attempt_limit, last_error_kind, failure_reason, is_test,
+                created_at, schedule_start, first_item_id)
+            SELECT b.tenant_id, b.destination_id, 'delivering', b.events, 1, %s, '', '', false,
+                   %s, 0, b.first_item
+            FROM unnest(%s::bigint[], %s::uuid[], %s::int[], %s::bigint[])
+                 WITH ORDINALITY AS b(tenant_id, destination_id, events, first_item, n)
+            ORDER BY b.n
+            RETURNING id, destination_id
+        ), handed AS (
+            UPDATE integrations_deliveryevent de SET delivery_id = opened.id
+            FROM unnest(%s::bigint[], %s::uuid[]) AS p(item_id, destination_id)
+            JOIN opened ON opened.destination_id = p.destination_id
+            WHERE de.id = p.item_id
+        )
+        SELECT id, destination_id FROM opened
         """,
         [
             settings.WEBHOOK_MAX_ATTEMPTS,
@@ -399,18 +413,15 @@ def new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Clai
             [str(d.pk) for d, _, _ in batches],
             [len(envelopes) for _, _, envelopes in batches],
             [item_ids[0] for _, item_ids, _ in batches],
+            pairs_items,
+            pairs_destinations,
         ],
     )
     new_ids = {row[1]: row[0] for row in cursor.fetchall()}
-    delivery_ids = [new_ids[destination.pk] for destination, _, _ in batches]
-    pairs_items: list[int] = []
-    pairs_deliveries: list[int] = []
     claims = []
-    for (destination, item_ids, envelopes), delivery_id in zip(batches, delivery_ids, strict=True):
-        pairs_items += item_ids
-        pairs_deliveries += [delivery_id] * len(item_ids)
+    for destination, item_ids, envelopes in batches:
         delivery = Delivery(
-            pk=delivery_id,
+            pk=new_ids[destination.pk],
             tenant_id=destination.tenant_id,
             destination_id=destination.pk,
             state=DeliveryState.DELIVERING,
@@ -424,14 +435,6 @@ def new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Clai
         claim = _claim(destination, delivery, owner)
         claim.envelope_texts = envelopes
         claims.append(claim)
-    cursor.execute(
-        """
-        UPDATE integrations_deliveryevent de SET delivery_id = p.delivery_id
-        FROM unnest(%s::bigint[], %s::bigint[]) AS p(item_id, delivery_id)
-        WHERE de.id = p.item_id
-        """,
-        [pairs_items, pairs_deliveries],
-    )
     return claims
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -148,6 +149,10 @@ FROM unnest(%s::uuid[], %s::text[], {", ".join(f"%s::{kind}[]" for kind in BOOKK
      AS v(id, lease_owner, {", ".join(BOOKKEEPING)})
 WHERE d.id = v.id
 """  # noqa: S608 (constants only)
+# The same, returning the rows of the streams that go on (their lease renewed).
+DEST_UPDATE_RETURNING_SQL = f"""
+WITH u AS ({DEST_UPDATE_SQL} RETURNING d.*) SELECT * FROM u WHERE lease_owner <> ''
+"""  # noqa: S608 (constants only)
 
 
 def record_lost(lost: Sequence[Claim]) -> None:
@@ -213,9 +218,8 @@ def record_and_continue(
         if owner is not None and fresh:
             token = f"{owner}:{uuid.uuid4().hex[:16]}"
             leases = {pk: token for pk in _continuable(fresh, destination_updates, rows)}
-        _update_destinations(cursor, destination_updates, rows, leases)
-        if leases:
-            by_id = Destination.objects.in_bulk(list(leases))  # as updated: current settings
+        by_id = _update_destinations(cursor, destination_updates, rows, leases)
+        if by_id:
             idle: list = []
             continued = new_batches(cursor, by_id, list(by_id), next(iter(leases.values())), idle)
             if idle:  # nothing waiting after all (cannot happen under the row locks): let go
@@ -473,11 +477,13 @@ def _set_next_due(cursor, finished, updates: dict, rows: dict) -> list:
     return fresh
 
 
-def _update_destinations(cursor, updates: dict, rows: dict, leases: dict | None = None) -> None:
+def _update_destinations(
+    cursor, updates: dict, rows: dict, leases: dict | None = None
+) -> dict[Any, Destination]:
     """Write every recorded destination's bookkeeping back and free its lease (or renew it,
-    for the streams in `leases`: id → new token): one statement."""
+    for the streams in `leases`: id → new token, and return those rows): one statement."""
     if not updates:
-        return
+        return {}
     leases = leases or {}
     columns: dict[str, list] = {"id": [], "lease_owner": [], **{c: [] for c in BOOKKEEPING}}
     for destination_id, values in updates.items():
@@ -491,8 +497,13 @@ def _update_destinations(cursor, updates: dict, rows: dict, leases: dict | None 
             columns[column].append(values.get(column, rows[destination_id][column]))
         for health, reason in alerts:
             transaction.on_commit(partial(publish_health, destination_id, health, reason))
-    margin = 1 + settings.WEBHOOK_LEASE_MARGIN
-    cursor.execute(DEST_UPDATE_SQL, [margin, *columns.values()])
+    params = [1 + settings.WEBHOOK_LEASE_MARGIN, *columns.values()]
+    if not leases:
+        cursor.execute(DEST_UPDATE_SQL, params)
+        return {}
+    # The streams that go on come back as they are now (settings, secrets): one statement.
+    going_on = Destination.objects.raw(DEST_UPDATE_RETURNING_SQL, params)
+    return {destination.pk: destination for destination in going_on}
 
 
 def publish_health(destination_id, health: str, reason: str) -> None:
