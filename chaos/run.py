@@ -6,8 +6,11 @@ Concurrent publishers publish N events to eight destinations on loopback receive
                 the timeout, connection resets); chaos-1's secret is rotated mid-run
     drip        30% of requests drip the status line a byte a second and never finish
     throttle    answers `429 Retry-After: 0` to everything during 2 s of every 8 s
-    auth        answers 401 to everything for --auth-outage seconds (60; 20 with --ci), then
-                recovers
+    auth        answers 401 to everything for --auth-outage seconds (60; 20 with --ci) from the
+                start, then recovers: its stream holds (no batch fails before a receiver's first
+                2xx) and resumes on the first 2xx. (After a success, two permanent failures
+                fail their batches and the third trips the breaker, by design: the engine's
+                tests cover that; here it would make "0 failed" depend on timing.)
     paused      paused mid-run, activated later: events published meanwhile must still arrive
     deleted     answers after 1 s (within its timeout); deleted while a request is in flight
 
@@ -931,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
             deadline = time.monotonic() + args.timeout
             run.started = time.monotonic()
             now = time.time()
-            run.receiver(AUTH).set_outage(now + 0.1 * args.publish_seconds, args.auth_outage)
+            run.receiver(AUTH).set_outage(now, args.auth_outage)  # before any delivery
             run.receiver(THROTTLE).set_throttle(now + 2.0, every=8.0, lasting=2.0)
             run.cluster = stack.start_cluster(workers=args.workers)
             run.start_sweeper()
