@@ -215,9 +215,10 @@ def record_and_continue(
         _update_deliveries(cursor, delivery_updates)
         fresh = _set_next_due(cursor, finished, destination_updates, rows)
         leases: dict = {}
-        if owner is not None and fresh:
+        ready = _continuable(fresh, destination_updates, rows) if owner is not None else []
+        if ready and not _others_due(cursor):
             token = f"{owner}:{uuid.uuid4().hex[:16]}"
-            leases = {pk: token for pk in _continuable(fresh, destination_updates, rows)}
+            leases = {pk: token for pk in ready}
         by_id = _update_destinations(cursor, destination_updates, rows, leases)
         if by_id:
             idle: list = []
@@ -231,6 +232,24 @@ def record_and_continue(
     for claim in continued:
         prepare_claim(claim)
     return done, continued
+
+
+# Whether any other stream is due and free. Streams that go on keep their place in flight, so
+# they yield it whenever another stream waits: then everyone goes back through the claim, which
+# takes them round-robin across tenants (a fresh tenant's event is not kept waiting behind
+# other tenants' backlogs when every place in flight is taken). One index probe (destination_due).
+OTHERS_DUE_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM integrations_destination d
+    WHERE d.active AND d.next_due_at IS NOT NULL AND d.next_due_at <= statement_timestamp()
+      AND d.disabled_at IS NULL
+      AND (d.lease_until IS NULL OR d.lease_until < statement_timestamp()))
+"""
+
+
+def _others_due(cursor) -> bool:
+    cursor.execute(OTHERS_DUE_SQL)
+    return bool(cursor.fetchone()[0])
 
 
 def _continuable(fresh: list, updates: dict, rows: dict) -> list:

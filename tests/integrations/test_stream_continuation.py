@@ -11,6 +11,7 @@ from integrations.delivery import drain, queue, record
 from integrations.events import event_publish
 from integrations.models import Delivery, DeliveryState, Destination
 from integrations.services import destination_rotate_secret
+from tests.factories import TenantFactory
 from tests.integrations.engine_helpers import allow_receiver, make_destination
 
 pytestmark = pytest.mark.django_db
@@ -67,6 +68,25 @@ def test_without_an_owner_record_many_lets_the_stream_go_back_to_the_claim(strea
     recorded, continued = record.record_and_continue([(claim, drain.send_claim(claim))])
     assert continued == [] and _lease(destination) == ("", None)
     assert drain.claim_batch(destination.pk) is not None  # due now, through the claim
+
+
+def test_a_stream_yields_its_place_when_another_tenants_event_waits(stream, receiver):
+    """Every place in flight may be taken: a stream only goes on while nothing else is due, so a
+    fresh event of another tenant goes through the round-robin claim instead of waiting behind
+    this stream's backlog."""
+    destination, _, _ = stream
+    other_tenant = TenantFactory()
+    other = make_destination(other_tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+    owner = queue.owner_key()
+    claim = drain.claim_batch(destination.pk)
+    event_publish(tenant=other_tenant, event_type=EventType.DETECTION_ALERT, payload={"x": 1})
+    recorded, continued = record.record_and_continue(
+        [(claim, drain.send_claim(claim))], owner=owner
+    )
+    assert recorded[0].action == "deliver" and continued == []
+    assert _lease(destination) == ("", None)  # back to the claim, due now
+    claims, _ = queue.claim_many(owner=owner, limit=1)
+    assert [c.destination.pk for c in claims] == [other.pk]  # the waiting tenant comes first
 
 
 @pytest.mark.parametrize(
