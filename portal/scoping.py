@@ -54,11 +54,12 @@ def _names_a_tenant(node: Any) -> bool:
             and lhs.target.attname == "tenant_id"
             and node.lookup_name in ("exact", "in")
         )
-    if getattr(node, "connector", "AND") != "AND" or getattr(node, "negated", False):
-        # An OR (or a NOT) only scopes when every branch does.
-        children = getattr(node, "children", [])
-        return bool(children) and all(_names_a_tenant(child) for child in children)
-    return any(_names_a_tenant(child) for child in getattr(node, "children", []))
+    if getattr(node, "negated", False):
+        return False  # exclude(tenant=a) reads every other tenant's rows
+    children = getattr(node, "children", [])
+    if getattr(node, "connector", "AND") != "AND":
+        return bool(children) and all(_names_a_tenant(child) for child in children)  # an OR
+    return any(_names_a_tenant(child) for child in children)
 
 
 class TenantQuery(Query):
@@ -118,16 +119,20 @@ def _with_scope(queryset: TenantQuerySet, scope: str) -> TenantQuerySet:
     return queryset
 
 
-class _TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: ignore[misc]
-    def get_queryset(self):
-        queryset = super().get_queryset()
+class TenantManager(models.Manager):
+    """The manager of tenant-owned models: for_tenant(tenant), or unscoped(reason)."""
+
+    def get_queryset(self) -> TenantQuerySet:
+        queryset = TenantQuerySet(self.model, using=self._db)
         if getattr(self, "instance", None) is not None:  # a related manager: its parent scopes
             return queryset._scoped_by_parent()
         return queryset
 
+    def for_tenant(self, tenant) -> TenantQuerySet:
+        return self.get_queryset().for_tenant(tenant)
 
-def TenantManager() -> models.Manager:
-    return _TenantManager()
+    def unscoped(self, reason: str) -> TenantQuerySet:
+        return self.get_queryset().unscoped(reason)
 
 
 class TenantScopeMiddleware:

@@ -41,6 +41,7 @@ def test_an_unscoped_read_or_write_raises_under_the_guard(destination):
             lambda: Membership.objects.count(),
             lambda: Destination.objects.filter(pk=destination.pk).update(name="changed"),
             lambda: Delivery.objects.filter(destination=destination).delete(),
+            lambda: Destination.objects.exclude(tenant=destination.tenant).count(),
             # An OR scopes only when every branch names a tenant.
             lambda: Destination.objects.filter(Q(tenant=destination.tenant) | Q(name="x")).count(),
         ):
