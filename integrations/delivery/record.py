@@ -215,20 +215,16 @@ def record_and_continue(
         _update_deliveries(cursor, delivery_updates)
         fresh = _set_next_due(cursor, finished, destination_updates, rows)
         leases: dict = {}
+        token = ""
         ready = _continuable(fresh, destination_updates, rows) if owner is not None else []
         if ready and not _others_due(cursor):
             token = f"{owner}:{uuid.uuid4().hex[:16]}"
             leases = {pk: token for pk in ready}
         by_id = _update_destinations(cursor, destination_updates, rows, leases)
         if by_id:
-            idle: list = []
-            continued = new_batches(cursor, by_id, list(by_id), next(iter(leases.values())), idle)
-            if idle:  # nothing waiting after all (cannot happen under the row locks): let go
-                cursor.execute(
-                    "UPDATE integrations_destination SET lease_until = NULL, lease_owner = '' "
-                    "WHERE id = ANY(%s::uuid[])",
-                    [[str(pk) for pk in idle]],
-                )
+            # Under these row locks their waiting events cannot go (publishers and deletes lock
+            # the rows too), so every one of them gets a batch.
+            continued = new_batches(cursor, by_id, list(by_id), token, idle=[])
     for claim in continued:
         prepare_claim(claim)
     return done, continued
