@@ -215,7 +215,7 @@ def table(results: dict, machine: dict) -> str:
         in_flight = min((e["max_in_flight"] for e in entries), default=0)
         row(
             "g",
-            "Worker peak RSS, 500 destinations (250 ms receivers), batch 100",
+            "Worker peak RSS, 500 destinations (5 s receivers), batch 100",
             text,
             f"≤ 150 MB, flat, with ≥ {STREAMS_IN_FLIGHT} requests in flight",
             ratio(top, 150),

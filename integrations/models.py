@@ -80,6 +80,8 @@ class Destination(TenantOwnedModel):
     """An HTTPS endpoint that receives the tenant's events as signed, batched POSTs."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Indexed by destination_name_per_tenant (its first column): no index of its own to maintain.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     name = models.CharField(max_length=120)
     endpoint_url = models.URLField(max_length=2000)
     provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.CUSTOM)
@@ -247,7 +249,8 @@ class Event(models.Model):
     """An event published into a tenant; stored once per (tenant, event_id)."""
 
     id = models.BigAutoField(primary_key=True)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # Indexed by event_id_per_tenant (its first column): no index of its own to maintain.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     event_id = models.UUIDField()
     event_type = models.CharField(max_length=64, choices=EventType.choices)
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.INFO)
@@ -281,8 +284,11 @@ class Delivery(TenantOwnedModel):
     """One batch of events to one destination, and where it stands."""
 
     id = models.BigAutoField(primary_key=True)
+    # Both indexed by the composite indexes below (delivery_tenant_time, delivery_dest_id...):
+    # a delivery row is written on every batch, so it keeps no redundant index.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     destination = models.ForeignKey(
-        Destination, on_delete=models.CASCADE, related_name="deliveries"
+        Destination, on_delete=models.CASCADE, related_name="deliveries", db_index=False
     )
     state = models.CharField(
         max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING
@@ -337,10 +343,19 @@ class DeliveryEvent(models.Model):
     """An event waiting for (or carried by) a delivery to one destination: the outbox."""
 
     id = models.BigAutoField(primary_key=True)
-    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+")
+    # Indexed by one_item_per_event and outbox_delivery below: every published event writes
+    # a row here per destination, so no index is kept twice.
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
     delivery = models.ForeignKey(
-        Delivery, null=True, blank=True, on_delete=models.CASCADE, related_name="items"
+        Delivery,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="items",
+        db_index=False,
     )
 
     objects = TenantManager()  # scoped through its destination or delivery
@@ -367,7 +382,10 @@ class Attempt(models.Model):
     """One HTTP attempt of a delivery."""
 
     id = models.BigAutoField(primary_key=True)
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    # Indexed by attempt_delivery (its first column): no index of its own to maintain.
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False
+    )
     # Set for attempts of the stream (not for test sends): the health figures read it alone.
     destination = models.ForeignKey(
         Destination,

@@ -316,6 +316,10 @@ WEBHOOK_TIMEOUT_MAX = 300
 # runs the remaining tasks (test sends, resends, retention).
 WEBHOOK_DELIVERY_LOOPS = env.int("WEBHOOK_DELIVERY_LOOPS", default=max(1, Q_CLUSTER["workers"] - 1))
 WEBHOOK_MAX_IN_FLIGHT = env.int("WEBHOOK_MAX_IN_FLIGHT", default=200)  # sends per loop
+# Events one claim (or one record's continued streams) may take at most: with large batches a
+# loop fills its places a few streams at a time, so the texts a claim holds before its bodies
+# are built stay bounded (worker memory does not grow with the batch size beyond the bodies).
+WEBHOOK_CLAIM_MAX_EVENTS = env.int("WEBHOOK_CLAIM_MAX_EVENTS", default=2000)
 WEBHOOK_TENANT_MAX_IN_FLIGHT = env.int("WEBHOOK_TENANT_MAX_IN_FLIGHT", default=100)
 WEBHOOK_LOOP_SLICE = env.float("WEBHOOK_LOOP_SLICE", default=30.0)  # then a fresh task
 WEBHOOK_POLL_INTERVAL = env.float("WEBHOOK_POLL_INTERVAL", default=1.0)  # safety net

@@ -1,18 +1,40 @@
 """Target (g): worker memory with 500 streams in flight, flat from 20k to 100k events.
 
-The 500 destinations of target (a) (50 tenants, receivers answering after 250 ms, so many
-streams are in flight at once) get a backlog of `size` events spread evenly; the cluster at its
-default size drains it with batch 100. Every 0.5 s the resident memory (VmRSS) of every worker
-process is read, and at the end their peaks (VmHWM). The figure is the largest worker's peak;
-"flat" means the large backlog's peak is within 10% + 5 MB of the small one's. The receiver's
-most requests in flight at once shows how many streams really were in flight.
+500 destinations in 50 tenants whose receivers answer after 5 s (slow enough that every stream
+is in flight at once: with 250 ms receivers the database, not the receivers, would bound how
+many batches of 100 events are out at a time) get a backlog of `size` events spread evenly;
+the cluster at its default size drains it with batch 100. Every 0.5 s the resident memory
+(VmRSS) of every worker process is read, and at the end their peaks (VmHWM). The figure is the
+largest worker's peak; "flat" means the large backlog's peak is within 10% + 5 MB of the small
+one's. At 20k events a batch holds 40 events, at 100k a full 100: the bodies in flight (one per
+stream) grow with it, whatever the backlog. The receiver's most requests in flight at once
+shows how many streams really were in flight.
 """
 
 from __future__ import annotations
 
+import time
+
 from bench.common import cluster_workers, fmt, log, status_kb
 from bench.context import default_workers
-from bench.sections.throughput import FLEET, fleet_groups, watch
+from bench.sections.throughput import watch
+
+FLEET = "fleet5s"
+RECORD_WAIT = 20.0  # seconds for the last outcomes to be recorded once all events arrived
+
+
+def fleet_groups(config) -> list[dict]:
+    per_tenant = config.fleet_destinations // config.fleet_tenants
+    return [
+        {
+            "prefix": "bm",
+            "tenants": config.fleet_tenants,
+            "per_tenant": per_tenant,
+            "mode": "delay",
+            "arg": 5000,
+            "timeout": 30,
+        }
+    ]
 
 
 def run(bench) -> None:
@@ -39,8 +61,13 @@ def run(bench) -> None:
 
         try:
             watched = watch(bench, cluster, total, limit, on_sample=sample)
-            sample()
             stats = bench.rx.stats()
+            # Every event arrived: let the last outcomes be recorded before the cluster stops.
+            settle = time.monotonic() + RECORD_WAIT
+            while bench.waiting_events(destinations) and time.monotonic() < settle:
+                time.sleep(0.25)
+                sample()
+            sample()
         finally:
             bench.stop_cluster(cluster)
         waiting = bench.waiting_events(destinations)

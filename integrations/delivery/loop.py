@@ -306,10 +306,11 @@ class DeliveryLoop:
                 self.kick.clear()
                 try:
                     await self._flush()
-                    free = self.capacity - len(self.in_flight)
+                    # A few streams at a time with large batches (queue.claim_chunk).
+                    limit = min(self.capacity - len(self.in_flight), queue.claim_chunk())
                     claimed = 0
-                    if free > 0:
-                        claims, _ = await self.db(self._claim, free)
+                    if limit > 0:
+                        claims, _ = await self.db(self._claim, limit)
                         self._start(claims)
                         claimed = len(claims)
                 except (OperationalError, InterfaceError):
@@ -319,7 +320,7 @@ class DeliveryLoop:
                     with contextlib.suppress(OperationalError, InterfaceError):
                         await self.db(self._reconnect)
                     continue
-                if claimed and claimed == free:
+                if claimed and claimed == limit:
                     await asyncio.sleep(0)  # more may be due: claim again once a place frees
                     if len(self.in_flight) < self.capacity:
                         continue

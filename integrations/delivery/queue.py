@@ -229,6 +229,13 @@ def _batch_size(destination: Destination) -> int:
     return max(1, int(size))
 
 
+def claim_chunk() -> int:
+    """How many streams one claim leases at most: WEBHOOK_CLAIM_MAX_EVENTS worth of full
+    batches (at least 1). Bounds what a claim holds in memory before the bodies are built."""
+    batch = max(1, settings.WEBHOOK_BATCH_SIZE)
+    return max(1, settings.WEBHOOK_CLAIM_MAX_EVENTS // batch)
+
+
 def claim_many(
     *, owner: int | None = None, limit: int = 100, only: Sequence | None = None
 ) -> tuple[list[Claim], list[Claim]]:

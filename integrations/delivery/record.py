@@ -23,7 +23,7 @@ from integrations import events
 from integrations.audit_events import record_auto_disable
 from integrations.delivery.client import Outcome
 from integrations.delivery.policy import Action, Attempted, Policy, decide
-from integrations.delivery.queue import Claim, new_batches, prepare_claim
+from integrations.delivery.queue import Claim, claim_chunk, new_batches, prepare_claim
 from integrations.models import (
     Attempt,
     Delivery,
@@ -217,6 +217,8 @@ def record_and_continue(
         leases: dict = {}
         token = ""
         ready = _continuable(fresh, destination_updates, rows) if owner is not None else []
+        # As many as one claim would take; the others go back through the claim (due now).
+        ready = ready[: claim_chunk()]
         if ready and not _others_due(cursor):
             token = f"{owner}:{uuid.uuid4().hex[:16]}"
             leases = {pk: token for pk in ready}

@@ -132,3 +132,34 @@ def test_a_continued_batch_is_signed_with_the_current_secret(stream, tenant_a):
     [next_claim] = continued
     record.record_many([(next_claim, drain.send_claim(next_claim))])
     assert receiver.received[-1].signature_ok  # the row was read again, not the old claim's
+
+
+@pytest.mark.parametrize(
+    ("batch", "max_events", "chunk"), [(100, 2000, 20), (1, 2000, 2000), (5000, 2000, 1)]
+)
+def test_a_claim_leases_at_most_its_events_worth_of_streams(settings, batch, max_events, chunk):
+    settings.WEBHOOK_BATCH_SIZE = batch
+    settings.WEBHOOK_CLAIM_MAX_EVENTS = max_events
+    assert queue.claim_chunk() == chunk
+
+
+def test_a_record_continues_at_most_one_claims_worth_of_streams(stream, tenant_a, settings):
+    """Large batches: what one record hands out at once stays bounded like a claim; the other
+    delivered streams go back through the claim, due now."""
+    destination, receiver, _ = stream
+    second = make_destination(tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+    for n in range(2):  # the second stream has events of its own beyond its first batch
+        event_publish(
+            tenant=tenant_a.tenant, event_type=EventType.DETECTION_ALERT, payload={"m": n}
+        )
+    settings.WEBHOOK_CLAIM_MAX_EVENTS = 1  # batch 1: one stream per claim
+    claims = [drain.claim_batch(destination.pk), drain.claim_batch(second.pk)]
+    results = [(claim, drain.send_claim(claim)) for claim in claims]
+    recorded, continued = record.record_and_continue(results, owner=queue.owner_key())
+    assert [r.action for r in recorded] == ["deliver", "deliver"]
+    assert len(continued) == 1
+    others = {destination.pk, second.pk} - {continued[0].destination.pk}
+    [other] = Destination.objects.filter(pk__in=others)
+    assert (other.lease_owner, other.lease_until) == ("", None)
+    assert other.next_due_at is not None  # due again: the claim takes it
+    assert drain.claim_batch(other.pk) is not None
