@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import socket
@@ -52,6 +53,14 @@ logger = logging.getLogger("integrations.delivery")
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 HEARTBEAT_SECONDS = 2.0
+# Live loops, and the streams in flight or due: a loop's fair share is the second over the first.
+SHARE_SQL = """
+SELECT (SELECT count(*) FROM integrations_deliveryworker
+        WHERE stopped_at IS NULL AND heartbeat_at > %s),
+       (SELECT count(*) FROM integrations_destination
+        WHERE active AND disabled_at IS NULL
+          AND (lease_until >= statement_timestamp() OR next_due_at <= statement_timestamp()))
+"""
 SHUTDOWN_GRACE_SECONDS = 2.0
 INTERRUPTED_DETAIL = "The worker cluster stopped during this attempt; it will be retried."
 
@@ -85,6 +94,14 @@ class DeliveryLoop:
         self.slot: int | None = None
         self.key: int | None = None
         self.ends_at = 0.0  # the end of this loop's slice (time.monotonic)
+        # When to claim next (time.monotonic): now after a publisher's notification or a stream
+        # letting its lease go, else when the next stream falls due or the poll interval ends.
+        # While every stream in flight goes straight on, the loop runs no claim at all.
+        self.claim_at = 0.0
+        # This loop's fair share of the streams in flight across every live loop (from the
+        # heartbeat), so that a few busy streams are spread over the loops and not all held by
+        # whichever claimed first; None until the first heartbeat.
+        self.share: int | None = None
         self.started_at = timezone.now()
 
     # Database (one thread, one connection) -------------------------------------------------
@@ -95,6 +112,7 @@ class DeliveryLoop:
     def _take_slot(self) -> int | None:
         close_old_connections()
         self.key = queue.owner_key()
+        queue.use_prepared_statements()
         with connection.cursor() as cursor:
             # Claims and records need not wait for their WAL flush: a commit lost in a crash
             # only means a batch is sent again (delivery is at least once), never lost.
@@ -124,6 +142,7 @@ class DeliveryLoop:
         queue.forget_owner()
         connection.close()
         self.key = queue.owner_key(prefer=self.key)  # keeps the leases of sends in flight
+        queue.use_prepared_statements()
         with connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit TO OFF")
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [queue.SLOT_LOCK_NS, self.slot])
@@ -155,21 +174,30 @@ class DeliveryLoop:
                     """,
                     [names, [counters[n] for n in names]],
                 )
+        with connection.cursor() as cursor:
+            cursor.execute(SHARE_SQL, [now - timedelta(seconds=3 * HEARTBEAT_SECONDS)])
+            loops, streams = cursor.fetchone()
+        self.share = max(1, math.ceil(streams / max(1, loops)))
         if self.slot == 0:
             queue.sweep()
             DeliveryWorker.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
+
+    def _room(self) -> int:
+        """How many more streams this loop may have in flight now."""
+        cap = self.capacity if self.share is None else min(self.capacity, self.share)
+        return cap - len(self.in_flight)
 
     def _claim(self, limit: int):
         claims, lost = queue.claim_many(owner=self.key, limit=limit)
         record.record_lost(lost)
         return claims, len(lost)
 
-    def _record(self, results, continue_streams: bool = False):
-        """Record outcomes; with `continue_streams`, also the next batches of the streams that
-        may go on at once (they keep their lease: see record.record_and_continue)."""
+    def _record(self, results, continue_streams: bool = False, most: int | None = None):
+        """Record outcomes; with `continue_streams`, also the next batches of (at most `most`)
+        streams that may go on at once (they keep their lease: record.record_and_continue)."""
         try:
             owner = self.key if continue_streams else None
-            return record.record_and_continue(results, owner=owner)
+            return record.record_and_continue(results, owner=owner, most=most)
         except (OperationalError, InterfaceError):
             raise  # the database is away: the loop keeps the outcomes and tries again
         except Exception:
@@ -199,7 +227,7 @@ class DeliveryLoop:
             outcome = record.failed_outcome(claim, INTERRUPTED_DETAIL)
             outcome.interrupted = True
             outcome.request_headers = claim.request.shown_headers if claim.request else {}
-            self.finished.append((claim, outcome))
+            self._finished(claim, outcome)
             raise
         except Exception as error:  # never leave a claim without an outcome
             logger.exception("unexpected error sending to %s", claim.destination.pk)
@@ -209,8 +237,16 @@ class DeliveryLoop:
                 ErrorKind.TIMEOUT if isinstance(error, TimeoutError) else ErrorKind.OTHER,
             )
         self._observe(time.perf_counter() - started)
-        self.finished.append((claim, outcome))
+        self._finished(claim, outcome)
         self.kick.set()
+
+    def _finished(self, claim: queue.Claim, outcome: Outcome) -> None:
+        """Hand the outcome to the next flush, and free the stream's place at once (not when
+        the task's done callback runs): the flush counts the places left (its share)."""
+        key = claim.destination.pk
+        if self.in_flight.get(key) is asyncio.current_task():
+            del self.in_flight[key]
+        self.finished.append((claim, outcome))
 
     def _observe(self, seconds: float) -> None:
         self.counters["attempt_duration_count"] += 1
@@ -236,13 +272,17 @@ class DeliveryLoop:
         results, self.finished = self.finished, []
         go_on = not stopping() and time.monotonic() < self.ends_at
         try:
-            recorded, continued = await self.db(self._record, results, go_on)
+            recorded, continued = await self.db(self._record, results, go_on, self._room())
         except (OperationalError, InterfaceError):
             self.finished = results + self.finished
             raise
         self.attempts += len(results)
         for item in recorded:
             self.counters[f"attempts_{item.action}"] += 1
+        if len(continued) < len(results):
+            # A stream let its lease go (done, yielding, retrying later...): the claim decides
+            # what is due now and when the next one falls due.
+            self.claim_at = 0.0
         self._start(continued)
 
     # Wake-ups ------------------------------------------------------------------------------
@@ -258,8 +298,10 @@ class DeliveryLoop:
                 async with aconn:
                     await aconn.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
                     delay = 0.5
-                    self.kick.set()  # anything published while we were not listening
+                    self.claim_at = 0.0  # anything published while we were not listening
+                    self.kick.set()
                     async for _ in aconn.notifies():
+                        self.claim_at = 0.0
                         self.kick.set()
             except asyncio.CancelledError:
                 raise
@@ -296,6 +338,8 @@ class DeliveryLoop:
             await self.db(self._release)
             self.db_pool.shutdown()
             return LoopResult(None, 0, stopping())
+        with contextlib.suppress(Exception):  # the share, before the first claim
+            await self.db(self._heartbeat, {})
         listener = asyncio.create_task(self._listen())
         watcher = asyncio.create_task(self._watch_stop())
         beat = asyncio.create_task(self._beat())
@@ -306,30 +350,40 @@ class DeliveryLoop:
                 self.kick.clear()
                 try:
                     await self._flush()
-                    # A few streams at a time with large batches (queue.claim_chunk).
-                    limit = min(self.capacity - len(self.in_flight), queue.claim_chunk())
+                    # A few streams at a time with large batches (queue.claim_chunk), and only
+                    # when something may have become due (see claim_at).
+                    limit = min(self._room(), queue.claim_chunk())
                     claimed = 0
-                    if limit > 0:
+                    tried = limit > 0 and time.monotonic() >= self.claim_at
+                    if tried:
+                        self.claim_at = time.monotonic() + poll  # the safety net, until told
                         claims, _ = await self.db(self._claim, limit)
                         self._start(claims)
                         claimed = len(claims)
+                    if claimed and claimed == limit:
+                        self.claim_at = 0.0  # more may be due: claim again once a place frees
+                    elif tried:
+                        # Nothing more due now: claim again when the next stream falls due.
+                        due_in = await self.db(queue.next_due_in, poll)
+                        self.claim_at = time.monotonic() + max(0.05, due_in)
                 except (OperationalError, InterfaceError):
                     # The database restarted: sends in flight go on; reconnect and carry on.
                     logger.warning("database unavailable; reconnecting", exc_info=True)
                     await asyncio.sleep(1.0)
                     with contextlib.suppress(OperationalError, InterfaceError):
                         await self.db(self._reconnect)
+                    self.claim_at = 0.0
                     continue
                 if claimed and claimed == limit:
-                    await asyncio.sleep(0)  # more may be due: claim again once a place frees
-                    if len(self.in_flight) < self.capacity:
+                    await asyncio.sleep(0)
+                    if self._room() > 0:
                         continue
-                wait = min(poll, max(0.0, end - time.monotonic()))
-                if not claimed and not self.finished:
-                    wait = max(0.05, min(wait, await self.db(queue.next_due_in, wait)))
                 if self.finished:
                     continue
-                await self._wait(wait)
+                now = time.monotonic()
+                # Every place taken: only a finishing send (its kick) can let more go out.
+                wait = poll if self._room() <= 0 else min(poll, self.claim_at - now)
+                await self._wait(min(max(0.0, wait), max(0.0, end - now)))
         except Exception:
             logger.exception("the delivery loop failed; its sends are being recorded")
         finally:

@@ -30,6 +30,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
 from django.utils import timezone
 
 from integrations.delivery.signing import PreparedRequest, prepare, serialize_body
@@ -42,12 +43,24 @@ from integrations.models import (
 logger = logging.getLogger("integrations.delivery.queue")
 
 NOTIFY_CHANNEL = "oneprotect_delivery"
+PREPARE_THRESHOLD = 2
 # Advisory lock namespaces (the first of two int4 keys).
 OWNER_LOCK_NS = 0x0E1
 SLOT_LOCK_NS = 0x0E2
 
 
 # Wake-ups -----------------------------------------------------------------------------------
+def use_prepared_statements() -> None:
+    """Server-side binding on this thread's connection, each statement prepared on its second
+    run: the delivery loop sends the same dozen statements thousands of times, and planning
+    them again each time cost PostgreSQL as much as running them. Only the loop's own
+    connection (web processes keep Django's defaults, which suit connection poolers)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    raw.cursor_factory = ServerBindingCursor
+    raw.prepare_threshold = PREPARE_THRESHOLD
+
+
 def wake_many(destination_ids: Iterable = ()) -> None:
     """Tell the delivery loops that work is due (delivered to listeners at commit)."""
     try:
@@ -132,6 +145,9 @@ class Claim:
 
 
 # SQL fragments below are our own constants (no input): assembled once at import.
+# A destination row by name, column by column (not d.*): a prepared statement keeps its result
+# type, so a column added by a migration must not change what an old one returns.
+DESTINATION_COLUMNS = ", ".join(f"d.{field.column}" for field in Destination._meta.concrete_fields)
 LIVE_OWNERS = f"""
     live AS MATERIALIZED (
         SELECT l.objid::bigint AS key FROM pg_locks l
@@ -176,7 +192,7 @@ UPDATE integrations_destination d
 SET lease_until = statement_timestamp() + make_interval(secs => d.timeout_seconds + %(margin)s),
     lease_owner = %(owner)s
 FROM locked WHERE d.id = locked.id
-RETURNING d.*
+RETURNING {DESTINATION_COLUMNS}
 """  # noqa: S608
 
 OPEN_SQL = """

@@ -23,7 +23,14 @@ from integrations import events
 from integrations.audit_events import record_auto_disable
 from integrations.delivery.client import Outcome
 from integrations.delivery.policy import Action, Attempted, Policy, decide
-from integrations.delivery.queue import Claim, claim_chunk, new_batches, prepare_claim
+from integrations.delivery.queue import (
+    DESTINATION_COLUMNS,
+    Claim,
+    claim_chunk,
+    new_batches,
+    prepare_claim,
+    wake_many,
+)
 from integrations.models import (
     Attempt,
     Delivery,
@@ -151,7 +158,8 @@ WHERE d.id = v.id
 """  # noqa: S608 (constants only)
 # The same, returning the rows of the streams that go on (their lease renewed).
 DEST_UPDATE_RETURNING_SQL = f"""
-WITH u AS ({DEST_UPDATE_SQL} RETURNING d.*) SELECT * FROM u WHERE lease_owner <> ''
+WITH u AS ({DEST_UPDATE_SQL} RETURNING {DESTINATION_COLUMNS})
+SELECT * FROM u WHERE lease_owner <> ''
 """  # noqa: S608 (constants only)
 
 
@@ -169,13 +177,14 @@ def record_many(results: Sequence[tuple[Claim, Outcome]]) -> list[Recorded]:
 
 
 def record_and_continue(
-    results: Sequence[tuple[Claim, Outcome]], *, owner: int | None = None
+    results: Sequence[tuple[Claim, Outcome]], *, owner: int | None = None, most: int | None = None
 ) -> tuple[list[Recorded], list[Claim]]:
     """record_many, and with an `owner` (a delivery loop) in the same transaction: each stream
     whose batch was just delivered and whose next batch is due now keeps its lease (a new
     token) and gets that batch at once, without going back through the claim. The stream
     stays one batch in flight; what it may not do now (paused, held, disabled, rate limited,
-    an open batch to retry) it does through the claim as before."""
+    an open batch to retry) it does through the claim as before. At most `most` streams go on
+    (the loop's fair share): the others are due now, and the loops are woken to claim them."""
     if not results:
         return [], []
     continued: list[Claim] = []
@@ -217,8 +226,12 @@ def record_and_continue(
         leases: dict = {}
         token = ""
         ready = _continuable(fresh, destination_updates, rows) if owner is not None else []
-        # As many as one claim would take; the others go back through the claim (due now).
-        ready = ready[: claim_chunk()]
+        # As many as one claim would take, and the loop's share; the others go back through
+        # the claim (due now), where another loop may take them.
+        keep = claim_chunk() if most is None else max(0, min(claim_chunk(), most))
+        if len(ready) > keep:
+            ready = ready[:keep]
+            transaction.on_commit(wake_many)
         if ready and not _others_due(cursor):
             token = f"{owner}:{uuid.uuid4().hex[:16]}"
             leases = {pk: token for pk in ready}

@@ -243,3 +243,52 @@ def test_an_earlier_publisher_still_running_holds_back_later_ones(
     sent = json.loads(claim.request.body)["events"]
     assert [e["event"] for e in sent] == [{"n": 0}, {"i": 0, "n_": 1}]
     assert str(first.event_id) in receiver.events_received()
+
+
+def test_streams_that_go_on_need_no_claim(loop_settings, tenant_a, receiver, monkeypatch):
+    """While every stream in flight goes straight on (nothing else due, nothing published),
+    the loop runs no claim between batches: each costs one record, not a record and a claim."""
+    allow(loop_settings, receiver)
+    loop_settings.WEBHOOK_BATCH_SIZE = 1
+    for _ in range(2):
+        make_destination(tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+    publish(tenant_a.tenant, 15)
+    claims = []
+    claim_many = loop.queue.claim_many
+
+    def counting(**kwargs):
+        result = claim_many(**kwargs)
+        claims.append(len(result[0]))
+        return result
+
+    monkeypatch.setattr(loop.queue, "claim_many", counting)
+    result = loop.run_loop(capacity=10, slice_seconds=2.5)
+    assert result.attempts == 30
+    assert Delivery.objects.filter(state=DeliveryState.DELIVERED).count() == 30
+    assert sum(claims) == 2  # each stream was claimed once, then went on by itself
+    assert len(claims) <= 6  # the first claim, and the poll's safety net
+
+
+def test_a_loop_takes_its_fair_share_of_the_streams(loop_settings, tenant_a, receiver):
+    """With three live loops and seven streams at work, a loop keeps at most three in flight."""
+    from integrations.models import DeliveryWorker
+
+    allow(loop_settings, receiver)
+    now = timezone.now()
+    for key in (11, 12):  # two other live loops
+        DeliveryWorker.objects.create(
+            key=key, hostname="h", pid=1, slot=key, started_at=now, heartbeat_at=now
+        )
+    DeliveryWorker.objects.create(  # a stopped one does not count
+        key=13, hostname="h", pid=1, slot=3, started_at=now, heartbeat_at=now, stopped_at=now
+    )
+    for _ in range(7):
+        make_destination(tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+    publish(tenant_a.tenant)
+    worker = loop.DeliveryLoop(capacity=200, slice_seconds=1)
+    worker.key, worker.slot = 99, 1
+    assert worker._room() == 200  # no share known yet
+    worker._heartbeat({})
+    assert worker.share == 3  # ceil(7 streams due / 3 live loops)
+    assert worker._room() == 3
+    connection.close()

@@ -163,3 +163,27 @@ def test_a_record_continues_at_most_one_claims_worth_of_streams(stream, tenant_a
     assert (other.lease_owner, other.lease_until) == ("", None)
     assert other.next_due_at is not None  # due again: the claim takes it
     assert drain.claim_batch(other.pk) is not None
+
+
+def test_a_record_continues_no_more_than_the_loops_share_and_wakes_the_others(
+    stream, tenant_a, django_capture_on_commit_callbacks
+):
+    """`most` is the loop's fair share: the streams beyond it are due now, and the loops are
+    told (NOTIFY after commit), so another loop takes them."""
+    destination, receiver, _ = stream
+    second = make_destination(tenant_a.tenant, receiver, event_types=[EventType.DETECTION_ALERT])
+    for n in range(2):
+        event_publish(
+            tenant=tenant_a.tenant, event_type=EventType.DETECTION_ALERT, payload={"m": n}
+        )
+    claims = [drain.claim_batch(destination.pk), drain.claim_batch(second.pk)]
+    results = [(claim, drain.send_claim(claim)) for claim in claims]
+    with django_capture_on_commit_callbacks() as callbacks:
+        _, continued = record.record_and_continue(results, owner=queue.owner_key(), most=1)
+    assert len(continued) == 1
+    assert any(getattr(c, "__name__", "") == "wake_many" for c in callbacks)
+    with django_capture_on_commit_callbacks() as callbacks:
+        _, continued = record.record_and_continue(
+            [(continued[0], drain.send_claim(continued[0]))], owner=queue.owner_key(), most=0
+        )
+    assert continued == []  # over its share: the loop keeps none
