@@ -199,7 +199,7 @@ INSERT_EVENTS = """
     INSERT INTO integrations_event
         (tenant_id, event_id, event_type, severity, event_time, payload, created_at)
     SELECT %s, item.event_id, item.event_type, item.severity, item.event_time, item.payload,
-           now()
+           %s
     FROM json_to_recordset(%s::json) AS item(
         position integer, event_id uuid, event_type text, severity text,
         event_time timestamptz, payload jsonb)
@@ -229,7 +229,13 @@ def event_publish_many(
     """Store new events once per (tenant, event_id) and queue them for every matching
     destination, in one transaction; one answer per item, in order. All or nothing: a bad
     item raises BatchPublishError before anything is stored."""
-    valid = validate_events(events)
+    return _publish_valid(tenant, validate_events(events), timezone.now())
+
+
+def _publish_valid(
+    tenant: Tenant, valid: list[ValidEvent], created_at: datetime
+) -> list[PublishedEvent]:
+    """event_publish_many after validation: the new rows are stamped `created_at`."""
     unique: dict[uuid.UUID, ValidEvent] = {}
     for item in valid:
         unique.setdefault(item.event_id, item)  # the first of a repeated id wins
@@ -238,7 +244,7 @@ def event_publish_many(
     rows = list(unique.values())
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
-            created, stored = _store(tenant, rows)
+            created, stored = _store(tenant, rows, created_at)
             break
         except OperationalError as error:
             # Two batches sharing event ids in different orders wait on each other's rows;
@@ -255,12 +261,13 @@ def event_publish_many(
     return answers
 
 
-def _store(tenant: Tenant, rows: list[ValidEvent]) -> tuple[dict, dict]:
-    """Insert the new events and queue them, in one transaction: (created, stored) map each
-    event id to its row id, created for the rows this call inserted."""
+def _store(tenant: Tenant, rows: list[ValidEvent], created_at: datetime) -> tuple[dict, dict]:
+    """Insert the new events (stamped `created_at`) and queue them, in one transaction:
+    (created, stored) map each event id to its row id, created for the rows this call
+    inserted."""
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(INSERT_EVENTS, [tenant.pk, _batch_document(rows)])
+            cursor.execute(INSERT_EVENTS, [tenant.pk, created_at, _batch_document(rows)])
             created = dict(cursor.fetchall())
             stored = dict(created)
             if len(created) < len(rows):
@@ -296,10 +303,24 @@ def event_publish(
         "event_time": event_time,
     }
     try:
-        [answer] = event_publish_many(tenant=tenant, events=[item])
+        [valid] = validate_events([item])
     except BatchPublishError as error:
         raise PublishError(error.item_errors[0]) from None
-    return Published(Event.objects.for_tenant(tenant).get(pk=answer.pk), answer.created)
+    created_at = timezone.now()
+    [answer] = _publish_valid(tenant, [valid], created_at)
+    if not answer.created:  # published before: the stored event, as it was then
+        return Published(Event.objects.for_tenant(tenant).get(pk=answer.pk), False)
+    event = Event(
+        pk=answer.pk,
+        tenant=tenant,
+        event_id=valid.event_id,
+        event_type=valid.event_type,
+        severity=valid.severity,
+        event_time=valid.event_time,
+        payload=valid.payload,
+        created_at=created_at,
+    )
+    return Published(event, True)
 
 
 def destination_candidates(tenant: Tenant) -> list[Destination]:

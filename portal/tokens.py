@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.errors import AuthenticationError, AuthorizationError
@@ -127,23 +127,32 @@ def api_token_authenticate(token: str) -> ApiPrincipal:
     token, an inactive user or a user who is no longer a member of the token's tenant."""
     if not TOKEN_PATTERN.match(token):
         raise TokenRefused(INVALID_TOKEN)
-    api_token = (
+    # One query (every API request runs it): the token, its user and tenant, and the user's
+    # membership of that tenant (id and role) as it is now.
+    member = Membership.objects.filter(user_id=OuterRef("user_id"), tenant_id=OuterRef("tenant_id"))
+    found = list(
         ApiToken.objects.unscoped("signing in: the token is what names the tenant")
         .select_related("user", "tenant")
-        .filter(token_hash=_hash(token), revoked_at__isnull=True)
-        .first()
+        .annotate(
+            membership_id=Subquery(member.values("id")[:1]),
+            membership_role=Subquery(member.values("role")[:1]),
+        )
+        .filter(token_hash=_hash(token), revoked_at__isnull=True)[:1]
     )
+    api_token = found[0] if found else None
     if api_token is None or not api_token.user.is_active:
         raise TokenRefused(INVALID_TOKEN)
     if api_token.is_expired:
         raise TokenRefused(EXPIRED_TOKEN)
-    membership = (
-        Membership.objects.select_related("tenant", "user")
-        .filter(user_id=api_token.user_id, tenant_id=api_token.tenant_id)
-        .first()
-    )
-    if membership is None:
+    membership_id = getattr(api_token, "membership_id", None)  # annotated above
+    if membership_id is None:
         raise TokenRefused(NOT_A_MEMBER)
+    membership = Membership(
+        pk=membership_id,
+        user=api_token.user,
+        tenant=api_token.tenant,
+        role=getattr(api_token, "membership_role", ""),
+    )
     _touch(api_token)
     return ApiPrincipal(
         token=api_token, user=membership.user, tenant=membership.tenant, membership=membership
