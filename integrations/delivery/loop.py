@@ -53,6 +53,7 @@ logger = logging.getLogger("integrations.delivery")
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 HEARTBEAT_SECONDS = 2.0
+SHED_DELAY = 0.05  # seconds a loop leaves the streams it shed to the others
 # Live loops, and the streams in flight or due: a loop's fair share is the second over the first.
 SHARE_SQL = """
 SELECT (SELECT count(*) FROM integrations_deliveryworker
@@ -99,8 +100,9 @@ class DeliveryLoop:
         # While every stream in flight goes straight on, the loop runs no claim at all.
         self.claim_at = 0.0
         # This loop's fair share of the streams in flight across every live loop (from the
-        # heartbeat), so that a few busy streams are spread over the loops and not all held by
-        # whichever claimed first; None until the first heartbeat.
+        # heartbeat): the most streams it keeps going by itself, so that a few busy streams are
+        # spread over the loops and not all held by whichever claimed first. Claims are not
+        # bound by it (new work never waits for a heartbeat); None until the first heartbeat.
         self.share: int | None = None
         self.started_at = timezone.now()
 
@@ -184,8 +186,13 @@ class DeliveryLoop:
 
     def _room(self) -> int:
         """How many more streams this loop may have in flight now."""
-        cap = self.capacity if self.share is None else min(self.capacity, self.share)
-        return cap - len(self.in_flight)
+        return self.capacity - len(self.in_flight)
+
+    def _keep(self) -> int | None:
+        """How many of the streams just recorded may go straight on (within the share)."""
+        if self.share is None:
+            return None
+        return max(0, min(self.capacity, self.share) - len(self.in_flight))
 
     def _claim(self, limit: int):
         claims, lost = queue.claim_many(owner=self.key, limit=limit)
@@ -272,7 +279,8 @@ class DeliveryLoop:
         results, self.finished = self.finished, []
         go_on = not stopping() and time.monotonic() < self.ends_at
         try:
-            recorded, continued = await self.db(self._record, results, go_on, self._room())
+            keep = self._keep()
+            recorded, continued = await self.db(self._record, results, go_on, keep)
         except (OperationalError, InterfaceError):
             self.finished = results + self.finished
             raise
@@ -281,8 +289,10 @@ class DeliveryLoop:
             self.counters[f"attempts_{item.action}"] += 1
         if len(continued) < len(results):
             # A stream let its lease go (done, yielding, retrying later...): the claim decides
-            # what is due now and when the next one falls due.
-            self.claim_at = 0.0
+            # what is due now and when the next one falls due. Streams shed over the share go
+            # to the other loops first (they were notified): this one claims a little later.
+            shed = keep is not None and len(continued) >= keep
+            self.claim_at = time.monotonic() + SHED_DELAY if shed else 0.0
         self._start(continued)
 
     # Wake-ups ------------------------------------------------------------------------------

@@ -270,7 +270,7 @@ def test_streams_that_go_on_need_no_claim(loop_settings, tenant_a, receiver, mon
 
 
 def test_a_loop_takes_its_fair_share_of_the_streams(loop_settings, tenant_a, receiver):
-    """With three live loops and seven streams at work, a loop keeps at most three in flight."""
+    """With three live loops and seven streams at work, a loop keeps at most three going."""
     from integrations.models import DeliveryWorker
 
     allow(loop_settings, receiver)
@@ -287,8 +287,9 @@ def test_a_loop_takes_its_fair_share_of_the_streams(loop_settings, tenant_a, rec
     publish(tenant_a.tenant)
     worker = loop.DeliveryLoop(capacity=200, slice_seconds=1)
     worker.key, worker.slot = 99, 1
-    assert worker._room() == 200  # no share known yet
+    assert worker._keep() is None  # no share known yet
     worker._heartbeat({})
     assert worker.share == 3  # ceil(7 streams due / 3 live loops)
-    assert worker._room() == 3
+    assert worker._keep() == 3  # streams it keeps going by itself
+    assert worker._room() == 200  # new work is claimed whatever the share
     connection.close()
