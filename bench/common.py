@@ -11,6 +11,7 @@ import statistics
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 START = time.monotonic()
 
@@ -116,12 +117,23 @@ class CpuMeter:
     def __init__(self, groups: dict[str, callable]):
         self.groups = groups
         self.start = self._read()
+        self.seen: dict[str, dict] = {name: dict(self.start[name]) for name in groups}
 
-    def _read(self) -> dict[str, float]:
+    def sample(self) -> None:
+        """Note every process's CPU now: one that ends before stop() (a delivery loop closes
+        its database session at the end of each slice) still counts up to its last sample."""
+        now = self._read()
+        for name in self.groups:
+            self.seen[name].update(now[name])
+
+    def _read(self) -> dict[str, Any]:
         table = proc_table()
-        out = {}
+        out: dict[str, Any] = {}
         for name, pids in self.groups.items():
-            out[name] = sum(table[p][2] for p in pids() if p in table)
+            # Per process (pid, start time): a process that ends during the span must not take
+            # its CPU from before the span off the group's total (PostgreSQL backends of an
+            # earlier cluster did: their time showed up as "other").
+            out[name] = {(p, table[p][1]): table[p][2] for p in pids() if p in table}
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         out["clients"] = usage.ru_utime + usage.ru_stime  # our children that ended (clients)
         out["busy"], out["all"] = total_cpu_busy()
@@ -130,11 +142,14 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         end = self._read()
+        for name in self.groups:
+            end[name] = self.seen[name] | end[name]  # ended processes at their last sample
         wall = end["wall"] - self.start["wall"]
         cores = {
-            name: max(0.0, end[name] - self.start[name]) / wall
-            for name in [*self.groups, "clients"]
+            name: sum(cpu - self.start[name].get(key, 0.0) for key, cpu in end[name].items()) / wall
+            for name in self.groups
         }
+        cores["clients"] = max(0.0, end["clients"] - self.start["clients"]) / wall
         all_span = end["all"] - self.start["all"]
         cores["machine"] = (end["busy"] - self.start["busy"]) / all_span * (os.cpu_count() or 1)
         # Whatever else ran: other people's processes on a shared machine, the bench itself.

@@ -37,6 +37,7 @@ def drain_run(bench, count: int, batch: int, limit: float, slug: str = "bench-dr
                 break
             for pid in cluster_workers(cluster.pid, default_workers()):
                 peak[pid] = max(peak.get(pid, 0), status_kb(pid, "VmHWM") or 0)
+            meter.sample()
         for pid in cluster_workers(cluster.pid, default_workers()):
             peak[pid] = max(peak.get(pid, 0), status_kb(pid, "VmHWM") or 0)
         cores = meter.stop()

@@ -75,7 +75,7 @@ def run(bench) -> None:
     cluster = bench.start_cluster(WEBHOOK_BATCH_SIZE=1)
     meter = bench.meter(cluster)
     try:
-        watched = watch(bench, cluster, total, config.throughput_seconds)
+        watched = watch(bench, cluster, total, config.throughput_seconds, on_sample=meter.sample)
         cores = meter.stop()
         stats = bench.rx.stats()
     finally:
