@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.payload
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 from django.utils import timezone
@@ -177,6 +178,19 @@ def _is_literal(url: str) -> bool:
     return True
 
 
+class _SentOnce(aiohttp.payload.BytesPayload):
+    """A request body that lets its bytes go once they are written: a send waiting for a slow
+    receiver's answer keeps its place in flight, not its body (500 streams of batches of 100
+    would otherwise hold 50 MB for as long as their receivers take)."""
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        value, self._value = self._value, b""
+        await writer.write(value if content_length is None else value[:content_length])
+
+    async def write(self, writer: Any) -> None:
+        await self.write_with_length(writer, None)
+
+
 class AsyncSender:
     """Sends attempts from one event loop over one kept-alive, SSRF-pinned connection pool."""
 
@@ -215,8 +229,12 @@ class AsyncSender:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_DNS_POOL, url_safety.check_url, url)
 
-    async def send(self, destination: Any, request: Any, *, timeout: float) -> Outcome:
-        """One attempt within `timeout` seconds, whatever the receiver does."""
+    async def send(
+        self, destination: Any, request: Any, *, timeout: float, release_body: bool = False
+    ) -> Outcome:
+        """One attempt within `timeout` seconds, whatever the receiver does. With
+        `release_body` the request's body is handed over and dropped once written (the
+        delivery loop sends each prepared request once)."""
         started_at = timezone.now()
         clock = time.perf_counter()
 
@@ -231,7 +249,7 @@ class AsyncSender:
 
         try:
             async with asyncio.timeout(timeout):
-                return await self._attempt(destination, request, timeout, finish)
+                return await self._attempt(destination, request, timeout, finish, release_body)
         except url_safety.UnsafeURLError as error:
             if error.code == "unresolvable":
                 return finish(ok=False, transient=True, error_kind=ErrorKind.DNS, detail=str(error))
@@ -244,12 +262,17 @@ class AsyncSender:
             kind, detail, transient = classify_exception(error)
             return finish(ok=False, transient=transient, error_kind=kind, detail=detail)
 
-    async def _attempt(self, destination: Any, request: Any, timeout: float, finish) -> Outcome:
+    async def _attempt(
+        self, destination: Any, request: Any, timeout: float, finish, release_body: bool = False
+    ) -> Outcome:
         target = await self.check(destination.endpoint_url)
         self._resolver.pin(target)
+        data: Any = request.body
+        if release_body:
+            data, request.body = _SentOnce(request.body), b""
         async with self._client().post(
             target.url,
-            data=request.body,
+            data=data,
             headers=request.headers,
             allow_redirects=False,
             ssl=False if destination.skip_tls_verify else True,

@@ -227,7 +227,9 @@ class DeliveryLoop:
             else:
                 # The client bounds the attempt; this outer bound only guards the guard.
                 outcome = await asyncio.wait_for(
-                    self.sender.send(claim.destination, claim.request, timeout=claim.timeout),
+                    self.sender.send(
+                        claim.destination, claim.request, timeout=claim.timeout, release_body=True
+                    ),
                     timeout=claim.timeout + 1.0,
                 )
         except asyncio.CancelledError:

@@ -153,6 +153,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "path": self.path,
                 "body": body,
                 "test_header": self.headers.get("X-OneProtect-Test"),
+                "content_type": self.headers.get("Content-Type"),
                 "client_port": self.client_address[1],
             }
         )
@@ -646,3 +647,28 @@ def test_a_receiver_that_never_answers_is_bounded_by_the_timeout(
     assert 900 <= outcome.duration_ms <= 2000  # the timeout, plus at most 1 s
     assert elapsed <= 2.0
     assert len(server.records) == 1  # the request arrived; only the answer never came
+
+
+def test_a_loop_send_lets_the_body_go_once_written_and_the_receiver_gets_all_of_it(
+    server: LoopbackServer, settings: Any
+) -> None:
+    """The delivery loop's sends (release_body) keep no body while they wait for the answer;
+    what the receiver reads is byte for byte the body, with its Content-Length and type."""
+    allow(settings, server.server_port)
+    body = b'{"events":[' + b",".join(b'{"n":%d}' % n for n in range(5000)) + b"]}"
+    request = prepared(body)
+
+    async def once() -> Outcome:
+        sender = AsyncSender()
+        try:
+            url = f"http://127.0.0.1:{server.server_port}/ok"
+            return await sender.send(destination(url), request, timeout=5, release_body=True)
+        finally:
+            await sender.close()
+
+    outcome = asyncio.run(once())
+    assert outcome.ok
+    assert request.body == b""  # handed over and dropped
+    [record] = server.records
+    assert record["body"] == body
+    assert record["content_type"] == "application/json"
