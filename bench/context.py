@@ -294,6 +294,15 @@ class Bench:
             [] if destinations is None else [destinations],
         )[0][0]
 
+    def settle(self, destinations: list[str], seconds: float, on_sample=None) -> None:
+        """Once every event arrived: let the last outcomes be recorded (bounded) before the
+        cluster is stopped, so that the database's count is not cut short by the stop."""
+        until = time.monotonic() + seconds
+        while self.waiting_events(destinations) and time.monotonic() < until:
+            time.sleep(0.25)
+            if on_sample is not None:
+                on_sample()
+
     def start_cluster(self, workers: int | None = None, **extra) -> subprocess.Popen:
         cluster = self.stack.start_cluster(workers=workers or default_workers(), **extra)
         self.stack.shell(

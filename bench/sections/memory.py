@@ -13,33 +13,17 @@ shows how many streams really were in flight.
 
 from __future__ import annotations
 
-import time
-
 from bench.common import cluster_workers, fmt, log, status_kb
 from bench.context import default_workers
-from bench.sections.throughput import watch
+from bench.sections.throughput import fleet_groups, watch
 
 FLEET = "fleet5s"
 RECORD_WAIT = 20.0  # seconds for the last outcomes to be recorded once all events arrived
 
 
-def fleet_groups(config) -> list[dict]:
-    per_tenant = config.fleet_destinations // config.fleet_tenants
-    return [
-        {
-            "prefix": "bm",
-            "tenants": config.fleet_tenants,
-            "per_tenant": per_tenant,
-            "mode": "delay",
-            "arg": 5000,
-            "timeout": 30,
-        }
-    ]
-
-
 def run(bench) -> None:
     config = bench.config
-    fleet = bench.fleet(FLEET, fleet_groups(config))
+    fleet = bench.fleet(FLEET, fleet_groups(config, prefix="bm", delay_ms=5000))
     destinations = [d for ids in fleet.values() for d in ids]
     out = {}
     for size in config.memory_sizes:
@@ -62,11 +46,7 @@ def run(bench) -> None:
         try:
             watched = watch(bench, cluster, total, limit, on_sample=sample)
             stats = bench.rx.stats()
-            # Every event arrived: let the last outcomes be recorded before the cluster stops.
-            settle = time.monotonic() + RECORD_WAIT
-            while bench.waiting_events(destinations) and time.monotonic() < settle:
-                time.sleep(0.25)
-                sample()
+            bench.settle(destinations, RECORD_WAIT, on_sample=sample)
             sample()
         finally:
             bench.stop_cluster(cluster)

@@ -17,15 +17,16 @@ from bench.common import cpu_text, fmt, log
 FLEET = "fleet250"
 
 
-def fleet_groups(config) -> list[dict]:
+def fleet_groups(config, *, prefix: str = "bt", delay_ms: int = 250) -> list[dict]:
+    """The fleet of (a): config.fleet_destinations receivers answering after `delay_ms`."""
     per_tenant = config.fleet_destinations // config.fleet_tenants
     return [
         {
-            "prefix": "bt",
+            "prefix": prefix,
             "tenants": config.fleet_tenants,
             "per_tenant": per_tenant,
             "mode": "delay",
-            "arg": 250,
+            "arg": delay_ms,
             "timeout": 30,
         }
     ]
@@ -78,6 +79,7 @@ def run(bench) -> None:
         watched = watch(bench, cluster, total, config.throughput_seconds, on_sample=meter.sample)
         cores = meter.stop()
         stats = bench.rx.stats()
+        bench.settle(destinations, 20.0)
     finally:
         bench.stop_cluster(cluster)
     samples = watched["samples"]
