@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cache, partial
 from typing import Any
 
@@ -404,37 +404,28 @@ def _apply(policy: Policy, claim: Claim, outcome: Outcome, row, updates: dict) -
     return Recorded(decision.action, delivery)
 
 
-def _json_value(value: Any) -> str:
-    """JSON for what json.dumps does not know: times as ISO 8601, UUIDs as text."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 @cache
-def _attempt_insert_sql() -> str:
+def _attempt_insert() -> tuple[str, tuple]:
     """INSERT of Attempt rows from one JSON document (json_to_recordset), column by column from
-    the model: one parameter encoded in C, where bulk_create compiled a placeholder per value."""
-    fields = [f for f in Attempt._meta.concrete_fields if not f.primary_key]
+    the model, and the fields it reads: one parameter encoded in C, one statement text (so the
+    loop's connection prepares it once), where bulk_create compiled a placeholder per value."""
+    fields = tuple(f for f in Attempt._meta.concrete_fields if not f.primary_key)
     columns = ", ".join(f.column for f in fields)
     types = ", ".join(f"{f.column} {f.db_type(connection)}" for f in fields)
-    return (
+    sql = (
         f"INSERT INTO {Attempt._meta.db_table} ({columns}) "  # noqa: S608 (model metadata)
         f"SELECT {columns} FROM json_to_recordset(%s::json) AS r({types})"
     )
+    return sql, fields
 
 
 def _insert_attempts(cursor, attempts: list[Attempt]) -> None:
     if not attempts:
         return
-    fields = [f for f in Attempt._meta.concrete_fields if not f.primary_key]
+    sql, fields = _attempt_insert()
     rows = [{f.column: getattr(a, f.attname) for f in fields} for a in attempts]
-    cursor.execute(
-        _attempt_insert_sql(),
-        [json.dumps(rows, default=_json_value, separators=(",", ":"))],
-    )
+    # Times and UUIDs as text (PostgreSQL reads both back), as the audit log's JSON does.
+    cursor.execute(sql, [json.dumps(rows, default=str, separators=(",", ":"))])
 
 
 def _delivery_values(delivery: Delivery) -> list:

@@ -9,7 +9,7 @@ import pytest
 from integrations.catalogue import EventType
 from integrations.delivery import drain, queue, record
 from integrations.events import event_publish
-from integrations.models import Delivery, DeliveryState, Destination
+from integrations.models import Attempt, Delivery, DeliveryState, Destination
 from integrations.services import destination_rotate_secret
 from tests.factories import TenantFactory
 from tests.integrations.engine_helpers import allow_receiver, make_destination
@@ -187,3 +187,19 @@ def test_a_record_continues_no_more_than_the_loops_share_and_wakes_the_others(
             [(continued[0], drain.send_claim(continued[0]))], owner=queue.owner_key(), most=0
         )
     assert continued == []  # over its share: the loop keeps none
+
+
+def test_a_recorded_attempt_keeps_every_value_of_its_outcome(stream):
+    """Attempts are written from one JSON document: times to the microsecond, the UUID, the
+    shown headers and the excerpt come back exactly as the send produced them."""
+    destination, _, _ = stream
+    claim = drain.claim_batch(destination.pk)
+    outcome = drain.send_claim(claim)
+    record.record_many([(claim, outcome)])
+    attempt = Attempt.objects.get(delivery_id=claim.delivery.pk)
+    assert attempt.started_at == outcome.started_at
+    assert attempt.delivery_uuid == outcome.delivery_uuid
+    assert attempt.request_headers == outcome.request_headers
+    assert (attempt.status_code, attempt.ok, attempt.number) == (outcome.status_code, True, 1)
+    assert attempt.response_excerpt == outcome.response_excerpt
+    assert attempt.destination_id == destination.pk
