@@ -22,7 +22,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from integrations.catalogue import EventType, Severity
-from integrations.delivery import outbox
+from integrations.delivery import outbox, queue
 from integrations.models import Destination, Event
 from portal.models import Tenant
 
@@ -193,14 +193,15 @@ def validate_events(items: Sequence[Mapping[str, Any]]) -> list[ValidEvent]:
     return valid
 
 
-# The batch travels as one JSON array (one parameter, escaped once, parsed once by the server)
-# rather than as parallel arrays that the driver would quote element by element.
+# The batch travels as one JSON array (one parameter, bound on the server, parsed once into
+# jsonb: each payload is then taken as it is, not parsed again) rather than as parallel arrays
+# that the driver would encode element by element.
 INSERT_EVENTS = """
     INSERT INTO integrations_event
         (tenant_id, event_id, event_type, severity, event_time, payload, created_at)
     SELECT %s, item.event_id, item.event_type, item.severity, item.event_time, item.payload,
            %s
-    FROM json_to_recordset(%s::json) AS item(
+    FROM jsonb_to_recordset(%s::jsonb) AS item(
         position integer, event_id uuid, event_type text, severity text,
         event_time timestamptz, payload jsonb)
     ORDER BY item.position
@@ -265,7 +266,7 @@ def _store(tenant: Tenant, rows: list[ValidEvent], created_at: datetime) -> tupl
     """Insert the new events (stamped `created_at`) and queue them, in one transaction:
     (created, stored) map each event id to its row id, created for the rows this call
     inserted."""
-    with transaction.atomic():
+    with transaction.atomic(), queue.server_binding():
         with connection.cursor() as cursor:
             cursor.execute(INSERT_EVENTS, [tenant.pk, created_at, _batch_document(rows)])
             created = dict(cursor.fetchall())

@@ -345,10 +345,21 @@ class DeliveryEvent(models.Model):
     id = models.BigAutoField(primary_key=True)
     # Indexed by one_item_per_event and outbox_delivery below: every published event writes
     # a row here per destination, so no index is kept twice.
+    # No database constraint on `destination` and `event` (Django still cascades deletes):
+    # the publisher inserts these rows in the transaction that inserted the events, for the
+    # destinations it has just locked and found (integrations.delivery.outbox.enqueue), and
+    # a destination is deleted only under that same lock. The constraints' checks at commit
+    # (a row lock on each event and destination) cost more than the inserts themselves.
     destination = models.ForeignKey(
-        Destination, on_delete=models.CASCADE, related_name="+", db_index=False
+        Destination,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
-    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     delivery = models.ForeignKey(
         Delivery,
         null=True,
@@ -371,7 +382,12 @@ class DeliveryEvent(models.Model):
                 name="outbox_waiting_order",
                 condition=Q(delivery__isnull=True),
             ),
-            models.Index(fields=["delivery"], name="outbox_delivery"),
+            # Only rows given to a batch: waiting rows (most of the writes) skip this index.
+            models.Index(
+                fields=["delivery"],
+                name="outbox_delivery",
+                condition=Q(delivery__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

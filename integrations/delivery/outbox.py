@@ -51,7 +51,6 @@ def enqueue(event_pks: Sequence[int], destination_ids: Sequence) -> list:
             FROM unnest(%s::bigint[], %s::uuid[]) AS pair(event_id, destination_id)
             WHERE pair.destination_id = ANY(%s::uuid[])
             ORDER BY pair.event_id, pair.destination_id
-            ON CONFLICT DO NOTHING
             """,
             [
                 array_literal(int(pk) for pk in event_pks),

@@ -24,7 +24,8 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -59,6 +60,27 @@ def use_prepared_statements() -> None:
     raw = connection.connection
     raw.cursor_factory = ServerBindingCursor
     raw.prepare_threshold = PREPARE_THRESHOLD
+
+
+@contextmanager
+def server_binding() -> Iterator[None]:
+    """Bind parameters on the server for the cursors opened in this block (none prepared).
+
+    For the bulk statements of publishing: a batch travels as one large parameter, which
+    Django's client-side binding would otherwise quote into the statement's text for the
+    server to scan again. Nothing is prepared, so connection poolers are unaffected.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.cursor_factory is ServerBindingCursor:  # the delivery loop's connection already is
+        yield
+        return
+    factory, threshold = raw.cursor_factory, raw.prepare_threshold
+    raw.cursor_factory, raw.prepare_threshold = ServerBindingCursor, None
+    try:
+        yield
+    finally:
+        raw.cursor_factory, raw.prepare_threshold = factory, threshold
 
 
 def wake_many(destination_ids: Iterable = ()) -> None:

@@ -378,10 +378,16 @@ def test_the_page_shows_how_many_events_wait_while_paused(setup, client_for, ten
 
 def test_publishing_to_a_destination_deleted_meanwhile_queues_nothing_for_it(setup):
     from integrations.delivery import outbox
-    from integrations.models import DeliveryEvent
+    from integrations.models import DeliveryEvent, Event
 
     tenant, destination, receiver = setup
-    [event] = publish(tenant)
+    event = Event.objects.create(  # stored, not queued yet
+        tenant=tenant,
+        event_id=uuid.uuid4(),
+        event_type="detection.alert",
+        event_time=timezone.now(),
+        payload={"n": 1},
+    )
     gone = uuid.uuid4()  # matched a moment ago, deleted before this transaction locked it
     outbox.enqueue([event.pk, event.pk], [gone, destination.pk])
     assert not DeliveryEvent.objects.filter(destination_id=gone).exists()

@@ -333,3 +333,18 @@ def publisher_waits(cursor) -> bool:
         "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
     )
     return cursor.fetchone()[0] > 0
+
+
+def test_the_outbox_goes_with_its_destination_and_its_events(tenant_a, two_destinations):
+    """The outbox keeps no database constraints (see DeliveryEvent): deleting a destination,
+    or events, still takes their outbox rows along."""
+    from integrations.services import destination_delete
+
+    kept, deleted = two_destinations
+    event_publish_many(tenant=tenant_a.tenant, events=[item(n) for n in range(3)])
+    destination_delete(destination=deleted, actor=None)
+    assert not DeliveryEvent.objects.filter(destination_id=deleted.pk).exists()
+    assert len(queued(kept)) == 3
+
+    Event.objects.filter(tenant=tenant_a.tenant).delete()
+    assert not DeliveryEvent.objects.exists()
