@@ -240,10 +240,10 @@ ENVELOPE = """json_build_object(
 
 WAITING_SQL = f"""
 SELECT q.destination_id, de.id, {ENVELOPE}
-FROM unnest(%s::uuid[], %s::int[]) AS q(destination_id, size)
+FROM unnest(%s::uuid[], %s::int[], %s::bigint[]) AS q(destination_id, size, after)
 CROSS JOIN LATERAL (
     SELECT id, event_id FROM integrations_deliveryevent
-    WHERE destination_id = q.destination_id AND delivery_id IS NULL
+    WHERE destination_id = q.destination_id AND delivery_id IS NULL AND id > q.after
     ORDER BY id LIMIT q.size
 ) de
 JOIN integrations_event e ON e.id = de.event_id
@@ -265,6 +265,11 @@ def _batch_size(destination: Destination) -> int:
     limit = getattr(destination, "max_batch_events", None)
     size = limit() if callable(limit) else settings.WEBHOOK_BATCH_SIZE
     return max(1, int(size))
+
+
+def batch_size(batching: str) -> int:
+    """The batch size of a destination with this `batching` (Destination.max_batch_events)."""
+    return _batch_size(Destination(batching=batching))
 
 
 def claim_chunk() -> int:
@@ -397,13 +402,19 @@ def _claim(destination: Destination, delivery: Delivery, owner: str) -> Claim:
     )
 
 
-def new_batches(cursor, by_id, fresh: list, owner: str, idle: list) -> list[Claim]:
-    """Open one new batch for each destination with waiting events (a fixed few statements)."""
+def new_batches(
+    cursor, by_id, fresh: list, owner: str, idle: list, waiting: list | None = None
+) -> list[Claim]:
+    """Open one new batch for each destination with waiting events (a fixed few statements);
+    `waiting`: WAITING_SQL's rows for them, when already read."""
     if not fresh:
         return []
-    cursor.execute(WAITING_SQL, [fresh, [_batch_size(by_id[pk]) for pk in fresh]])
+    if waiting is None:
+        sizes = [_batch_size(by_id[pk]) for pk in fresh]
+        cursor.execute(WAITING_SQL, [fresh, sizes, [0] * len(fresh)])
+        waiting = cursor.fetchall()
     rows: dict = {}
-    for row in cursor.fetchall():
+    for row in waiting:
         rows.setdefault(row[0], []).append(row)
     batches = []  # (destination, item ids, envelopes)
     for destination_id in fresh:

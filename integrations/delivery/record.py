@@ -26,7 +26,9 @@ from integrations.delivery.client import Outcome
 from integrations.delivery.policy import Action, Attempted, Policy, decide
 from integrations.delivery.queue import (
     DESTINATION_COLUMNS,
+    WAITING_SQL,
     Claim,
+    batch_size,
     claim_chunk,
     new_batches,
     prepare_claim,
@@ -143,7 +145,7 @@ BOOKKEEPING = {
     "next_due_at": "timestamptz",
 }
 DEST_LOCK_SQL = f"""
-SELECT id, lease_owner, rate_limit_per_second, active, statement_timestamp() AS now,
+SELECT id, lease_owner, rate_limit_per_second, active, batching, statement_timestamp() AS now,
        {", ".join(BOOKKEEPING)}
 FROM integrations_destination WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE
 """  # noqa: S608 (constants only)
@@ -195,9 +197,12 @@ def record_and_continue(
     rows_built = [_attempt_row(c.delivery, o, c.destination) for c, o in results]
     with transaction.atomic(), connection.cursor() as cursor:
         # Destinations first, in id order: publishers and the delete service lock them too.
-        cursor.execute(DEST_LOCK_SQL, [sorted({str(c.destination.pk) for c, _ in results})])
+        # (Pipelined, the transaction's BEGIN travels with it.)
+        with connection.connection.pipeline():
+            cursor.execute(DEST_LOCK_SQL, [sorted({str(c.destination.pk) for c, _ in results})])
+            fetched = cursor.fetchall()
         names = [column.name for column in cursor.description]
-        rows = {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+        rows = {row[0]: dict(zip(names, row, strict=True)) for row in fetched}
         attempts: list[Attempt] = []
         delivery_updates: list[list] = []
         destination_updates: dict = {}
@@ -243,11 +248,12 @@ def record_and_continue(
         if ready and not others_due:
             token = f"{owner}:{uuid.uuid4().hex[:16]}"
             leases = {pk: token for pk in ready}
-        by_id = _update_destinations(cursor, destination_updates, rows, leases)
+        after = {c.destination.pk: c.delivery.first_item_id or 0 for c, _ in results}
+        by_id, waiting = _update_destinations(cursor, destination_updates, rows, leases, after)
         if by_id:
             # Under these row locks their waiting events cannot go (publishers and deletes lock
             # the rows too), so every one of them gets a batch.
-            continued = new_batches(cursor, by_id, list(by_id), token, idle=[])
+            continued = new_batches(cursor, by_id, list(by_id), token, idle=[], waiting=waiting)
     for claim in continued:
         prepare_claim(claim)
     return done, continued
@@ -507,22 +513,29 @@ def _set_next_due(cursor, finished, updates: dict, rows: dict) -> list:
     those whose batch was delivered and that have only waiting events (no open batch)."""
     if not finished:
         return []
-    ids = [str(claim.destination.pk) for claim, _ in finished]
+    # One probe of each index per destination (not a scan of every open batch): waiting
+    # events come after the finished batch's first item (batches take the oldest), so the
+    # probe starts there and not among the rows already handed out.
     cursor.execute(
         """
-        SELECT d, open, waiting FROM unnest(%s::uuid[]) AS d,
-        LATERAL (SELECT EXISTS (SELECT 1 FROM integrations_delivery dl
-                                WHERE dl.destination_id = d AND NOT dl.is_test
-                                  AND dl.state IN ('pending', 'delivering', 'retrying'))
-                        AS open,
-                        EXISTS (SELECT 1 FROM integrations_deliveryevent de
-                                WHERE de.destination_id = d AND de.delivery_id IS NULL)
-                        AS waiting) AS w
-        WHERE open OR waiting
+        SELECT q.d, o.id IS NOT NULL, w.id IS NOT NULL
+        FROM unnest(%s::uuid[], %s::bigint[]) AS q(d, after)
+        LEFT JOIN LATERAL (
+            SELECT dl.id FROM integrations_delivery dl
+            WHERE dl.destination_id = q.d AND NOT dl.is_test
+              AND dl.state IN ('pending', 'delivering', 'retrying')
+            ORDER BY dl.id DESC LIMIT 1) o ON true
+        LEFT JOIN LATERAL (
+            SELECT de.id FROM integrations_deliveryevent de
+            WHERE de.destination_id = q.d AND de.delivery_id IS NULL AND de.id > q.after
+            ORDER BY de.id LIMIT 1) w ON true
         """,
-        [ids],
+        [
+            [str(claim.destination.pk) for claim, _ in finished],
+            [claim.delivery.first_item_id or 0 for claim, _ in finished],
+        ],
     )
-    found = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+    found = {row[0]: (row[1], row[2]) for row in cursor.fetchall() if row[1] or row[2]}
     fresh = []
     for claim, delivery in finished:
         pk = claim.destination.pk
@@ -535,12 +548,14 @@ def _set_next_due(cursor, finished, updates: dict, rows: dict) -> list:
 
 
 def _update_destinations(
-    cursor, updates: dict, rows: dict, leases: dict | None = None
-) -> dict[Any, Destination]:
+    cursor, updates: dict, rows: dict, leases: dict | None = None, after: dict | None = None
+) -> tuple[dict[Any, Destination], list]:
     """Write every recorded destination's bookkeeping back and free its lease (or renew it,
-    for the streams in `leases`: id → new token, and return those rows): one statement."""
+    for the streams in `leases`: id → new token) in one statement; for the streams that go
+    on, return their rows and their next waiting events (queue.WAITING_SQL, same round trip),
+    which come after the outbox id in `after` (the first item of the batch just delivered)."""
     if not updates:
-        return {}
+        return {}, []
     leases = leases or {}
     columns: dict[str, list] = {"id": [], "lease_owner": [], **{c: [] for c in BOOKKEEPING}}
     for destination_id, values in updates.items():
@@ -555,12 +570,22 @@ def _update_destinations(
         for health, reason in alerts:
             transaction.on_commit(partial(publish_health, destination_id, health, reason))
     params = [1 + settings.WEBHOOK_LEASE_MARGIN, *columns.values()]
-    if not leases:
+    if not leases or after is None:
         cursor.execute(DEST_UPDATE_SQL, params)
-        return {}
-    # The streams that go on come back as they are now (settings, secrets): one statement.
-    going_on = Destination.objects.raw(DEST_UPDATE_RETURNING_SQL, params)
-    return {destination.pk: destination for destination in going_on}
+        return {}, []
+    # The streams that go on come back as they are now (settings, secrets), and their next
+    # events are read in the same round trip (batch sizes from the rows read under the lock).
+    ids = list(leases)
+    sizes = [batch_size(rows[pk]["batching"]) for pk in ids]
+    with connection.connection.pipeline(), connection.cursor() as waiting:
+        waiting.execute(WAITING_SQL, [[str(pk) for pk in ids], sizes, [after[pk] for pk in ids]])
+        cursor.execute(DEST_UPDATE_RETURNING_SQL, params)
+        items = waiting.fetchall()
+        going_on = cursor.fetchall()
+    # DESTINATION_COLUMNS: every concrete field, in order (none needs a converter).
+    names = [field.attname for field in Destination._meta.concrete_fields]
+    destinations = (Destination.from_db(connection.alias, names, row) for row in going_on)
+    return {destination.pk: destination for destination in destinations}, items
 
 
 def publish_health(destination_id, health: str, reason: str) -> None:

@@ -293,3 +293,38 @@ def test_a_loop_takes_its_fair_share_of_the_streams(loop_settings, tenant_a, rec
     assert worker._keep() == 3  # streams it keeps going by itself
     assert worker._room() == 200  # new work is claimed whatever the share
     connection.close()
+
+
+def test_a_finished_send_waits_briefly_for_the_others_in_flight_to_share_its_record():
+    """RECORD_LINGER: sends that finish together are recorded together; the wait ends as soon
+    as nothing is left in flight, and never lasts longer than the linger."""
+    import asyncio
+
+    async def scenario() -> tuple[int, int, float, int]:
+        worker = loop.DeliveryLoop(capacity=10, slice_seconds=1)
+        worker.finished.append(("claim", "outcome"))
+
+        async def send(key: str, seconds: float) -> None:
+            await asyncio.sleep(seconds)
+            del worker.in_flight[key]
+            worker.finished.append((key, "outcome"))
+            worker.kick.set()
+
+        # One send finishing within the linger: the wait ends when it is done.
+        worker.in_flight["soon"] = asyncio.create_task(send("soon", loop.RECORD_LINGER / 4))
+        await worker._linger()
+        joined, left = len(worker.finished), len(worker.in_flight)
+        # One that takes far longer: the wait ends at the linger, without it.
+        worker.in_flight["late"] = asyncio.create_task(send("late", 1.0))
+        started = time.monotonic()
+        await worker._linger()
+        bounded = time.monotonic() - started
+        waiting = len(worker.finished)
+        worker.in_flight.pop("late").cancel()
+        worker.db_pool.shutdown()
+        return joined, left, bounded, waiting
+
+    joined, left, bounded, waiting = asyncio.run(scenario())
+    assert (joined, left) == (2, 0)  # the first outcome and "soon"'s, recorded together
+    assert loop.RECORD_LINGER * 0.9 <= bounded < loop.RECORD_LINGER + 0.05
+    assert waiting == 2  # "late" was not waited for
