@@ -185,9 +185,14 @@ class Destination(TenantOwnedModel):
     # Requests ------------------------------------------------------------------------------
     def max_batch_events(self) -> int:
         """How many events one request may carry: 1 in "One event per request" mode."""
-        if self.batching == Batching.SINGLE:
+        return self.events_per_request(self.batching)
+
+    @staticmethod
+    def events_per_request(batching: str) -> int:
+        """max_batch_events for a destination with this `batching` (at least 1)."""
+        if batching == Batching.SINGLE:
             return 1
-        return settings.WEBHOOK_BATCH_SIZE
+        return max(1, settings.WEBHOOK_BATCH_SIZE)
 
     @property
     def is_splunk(self) -> bool:

@@ -58,6 +58,10 @@ SHED_DELAY = 0.05  # seconds a loop leaves the streams it shed to the others
 # record costs about the same for one outcome as for twenty, so sends that finish together
 # are recorded together (fast receivers), at the price of a few milliseconds of latency.
 RECORD_LINGER = 0.004
+# Only sends started this recently are waited for: one that is older is at a slow, dripping or
+# throttling receiver and will not finish within the linger, so it must not delay the records
+# (and so the next batches) of the streams at fast receivers.
+LINGER_RECENT = 0.05
 # Live loops, and the streams in flight or due: a loop's fair share is the second over the first.
 SHARE_SQL = """
 SELECT (SELECT count(*) FROM integrations_deliveryworker
@@ -92,6 +96,7 @@ class DeliveryLoop:
         self.db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
         self.sender = AsyncSender()
         self.in_flight: dict[Any, asyncio.Task] = {}
+        self.sent_at: dict[Any, float] = {}  # when each send in flight started (monotonic)
         self.finished: list[tuple[queue.Claim, Outcome]] = []
         self.kick = asyncio.Event()
         self.counters: Counter[str] = Counter()
@@ -259,6 +264,7 @@ class DeliveryLoop:
         key = claim.destination.pk
         if self.in_flight.get(key) is asyncio.current_task():
             del self.in_flight[key]
+            self.sent_at.pop(key, None)
         self.finished.append((claim, outcome))
 
     def _observe(self, seconds: float) -> None:
@@ -273,24 +279,30 @@ class DeliveryLoop:
             task = asyncio.create_task(self._send(claim))
             key = claim.destination.pk
             self.in_flight[key] = task
+            self.sent_at[key] = time.monotonic()
             task.add_done_callback(partial(self._forget, key))
 
     def _forget(self, key: Any, task: asyncio.Task) -> None:
         if self.in_flight.get(key) is task:  # not a continued stream's next send
             del self.in_flight[key]
+            self.sent_at.pop(key, None)
 
     async def _linger(self) -> None:
-        """Before a record: wait up to RECORD_LINGER for the sends still in flight to finish
-        (each finishing send wakes us), so that they share the record."""
-        if not self.finished or not self.in_flight:
+        """Before a record: wait up to RECORD_LINGER for the sends in flight that started in
+        the last LINGER_RECENT seconds to finish (each finishing send wakes us), so that they
+        share the record. Older sends (slow receivers) are not waited for."""
+        if not self.finished:
             return
         deadline = time.monotonic() + RECORD_LINGER
-        while self.in_flight and not stopping():
-            left = deadline - time.monotonic()
-            if left <= 0:
+        while not stopping():
+            now = time.monotonic()
+            recent = now - LINGER_RECENT
+            if deadline <= now or not any(
+                self.sent_at.get(key, 0.0) > recent for key in self.in_flight
+            ):
                 return
             self.kick.clear()
-            await self._wait(left)
+            await self._wait(deadline - now)
 
     async def _flush(self) -> None:
         if not self.finished:

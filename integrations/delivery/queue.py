@@ -50,7 +50,7 @@ OWNER_LOCK_NS = 0x0E1
 SLOT_LOCK_NS = 0x0E2
 
 
-# Wake-ups -----------------------------------------------------------------------------------
+# Connections --------------------------------------------------------------------------------
 def use_prepared_statements() -> None:
     """Server-side binding on this thread's connection, each statement prepared on its second
     run: the delivery loop sends the same dozen statements thousands of times, and planning
@@ -83,6 +83,7 @@ def server_binding() -> Iterator[None]:
         raw.cursor_factory, raw.prepare_threshold = factory, threshold
 
 
+# Wake-ups -----------------------------------------------------------------------------------
 def wake_many(destination_ids: Iterable = ()) -> None:
     """Tell the delivery loops that work is due (delivered to listeners at commit)."""
     try:
@@ -261,17 +262,6 @@ ORDER BY de.delivery_id, de.id
 """  # noqa: S608 (constants only)
 
 
-def _batch_size(destination: Destination) -> int:
-    limit = getattr(destination, "max_batch_events", None)
-    size = limit() if callable(limit) else settings.WEBHOOK_BATCH_SIZE
-    return max(1, int(size))
-
-
-def batch_size(batching: str) -> int:
-    """The batch size of a destination with this `batching` (Destination.max_batch_events)."""
-    return _batch_size(Destination(batching=batching))
-
-
 def claim_chunk() -> int:
     """How many streams one claim leases at most: WEBHOOK_CLAIM_MAX_EVENTS worth of full
     batches (at least 1). Bounds what a claim holds in memory before the bodies are built."""
@@ -410,7 +400,7 @@ def new_batches(
     if not fresh:
         return []
     if waiting is None:
-        sizes = [_batch_size(by_id[pk]) for pk in fresh]
+        sizes = [by_id[pk].max_batch_events() for pk in fresh]
         cursor.execute(WAITING_SQL, [fresh, sizes, [0] * len(fresh)])
         waiting = cursor.fetchall()
     rows: dict = {}

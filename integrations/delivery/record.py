@@ -28,7 +28,6 @@ from integrations.delivery.queue import (
     DESTINATION_COLUMNS,
     WAITING_SQL,
     Claim,
-    batch_size,
     claim_chunk,
     new_batches,
     prepare_claim,
@@ -548,7 +547,7 @@ def _set_next_due(cursor, finished, updates: dict, rows: dict) -> list:
 
 
 def _update_destinations(
-    cursor, updates: dict, rows: dict, leases: dict | None = None, after: dict | None = None
+    cursor, updates: dict, rows: dict, leases: dict, after: dict
 ) -> tuple[dict[Any, Destination], list]:
     """Write every recorded destination's bookkeeping back and free its lease (or renew it,
     for the streams in `leases`: id → new token) in one statement; for the streams that go
@@ -556,7 +555,6 @@ def _update_destinations(
     which come after the outbox id in `after` (the first item of the batch just delivered)."""
     if not updates:
         return {}, []
-    leases = leases or {}
     columns: dict[str, list] = {"id": [], "lease_owner": [], **{c: [] for c in BOOKKEEPING}}
     for destination_id, values in updates.items():
         alerts = values.pop("_alerts", [])
@@ -570,13 +568,13 @@ def _update_destinations(
         for health, reason in alerts:
             transaction.on_commit(partial(publish_health, destination_id, health, reason))
     params = [1 + settings.WEBHOOK_LEASE_MARGIN, *columns.values()]
-    if not leases or after is None:
+    if not leases:
         cursor.execute(DEST_UPDATE_SQL, params)
         return {}, []
     # The streams that go on come back as they are now (settings, secrets), and their next
     # events are read in the same round trip (batch sizes from the rows read under the lock).
     ids = list(leases)
-    sizes = [batch_size(rows[pk]["batching"]) for pk in ids]
+    sizes = [Destination.events_per_request(rows[pk]["batching"]) for pk in ids]
     with connection.connection.pipeline(), connection.cursor() as waiting:
         waiting.execute(WAITING_SQL, [[str(pk) for pk in ids], sizes, [after[pk] for pk in ids]])
         cursor.execute(DEST_UPDATE_RETURNING_SQL, params)

@@ -297,10 +297,11 @@ def test_a_loop_takes_its_fair_share_of_the_streams(loop_settings, tenant_a, rec
 
 def test_a_finished_send_waits_briefly_for_the_others_in_flight_to_share_its_record():
     """RECORD_LINGER: sends that finish together are recorded together; the wait ends as soon
-    as nothing is left in flight, and never lasts longer than the linger."""
+    as nothing recent is left in flight, and never lasts longer than the linger. A send that
+    has been in flight longer than LINGER_RECENT (a slow receiver) is not waited for at all."""
     import asyncio
 
-    async def scenario() -> tuple[int, int, float, int]:
+    async def scenario() -> tuple[int, int, float, int, bool]:
         worker = loop.DeliveryLoop(capacity=10, slice_seconds=1)
         worker.finished.append(("claim", "outcome"))
 
@@ -310,21 +311,37 @@ def test_a_finished_send_waits_briefly_for_the_others_in_flight_to_share_its_rec
             worker.finished.append((key, "outcome"))
             worker.kick.set()
 
+        def start(key: str, seconds: float, age: float = 0.0) -> None:
+            worker.in_flight[key] = asyncio.create_task(send(key, seconds))
+            worker.sent_at[key] = time.monotonic() - age
+
         # One send finishing within the linger: the wait ends when it is done.
-        worker.in_flight["soon"] = asyncio.create_task(send("soon", loop.RECORD_LINGER / 4))
+        start("soon", loop.RECORD_LINGER / 4)
         await worker._linger()
         joined, left = len(worker.finished), len(worker.in_flight)
         # One that takes far longer: the wait ends at the linger, without it.
-        worker.in_flight["late"] = asyncio.create_task(send("late", 1.0))
+        start("late", 1.0)
         started = time.monotonic()
         await worker._linger()
         bounded = time.monotonic() - started
         waiting = len(worker.finished)
         worker.in_flight.pop("late").cancel()
+        # One at a slow receiver, in flight for a while already: no wait (the coroutine
+        # returns on its first step, without suspending).
+        start("slow", 10.0, age=loop.LINGER_RECENT * 2)
+        step = worker._linger()
+        try:
+            step.send(None)
+            returned_at_once = False
+        except StopIteration:
+            returned_at_once = True
+        step.close()
+        worker.in_flight.pop("slow").cancel()
         worker.db_pool.shutdown()
-        return joined, left, bounded, waiting
+        return joined, left, bounded, waiting, returned_at_once
 
-    joined, left, bounded, waiting = asyncio.run(scenario())
+    joined, left, bounded, waiting, returned_at_once = asyncio.run(scenario())
     assert (joined, left) == (2, 0)  # the first outcome and "soon"'s, recorded together
     assert loop.RECORD_LINGER * 0.9 <= bounded < loop.RECORD_LINGER + 0.05
     assert waiting == 2  # "late" was not waited for
+    assert returned_at_once  # a send already old holds no record back
