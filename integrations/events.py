@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -60,11 +60,13 @@ class Published:
     created: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ValidEvent:
+# Named tuples rather than frozen dataclasses: a batch builds one of each per event, and a
+# frozen dataclass's __init__ costs about twice as much.
+class ValidEvent(NamedTuple):
     """An event that passed validation, with its payload already serialized."""
 
     event_id: uuid.UUID
+    key: str  # str(event_id): the batch's dictionaries hash it faster than a UUID
     event_type: str
     severity: str
     event_time: datetime
@@ -72,8 +74,7 @@ class ValidEvent:
     payload_json: str
 
 
-@dataclass(frozen=True, slots=True)
-class PublishedEvent:
+class PublishedEvent(NamedTuple):
     """One item of a batch: its event id, the stored row, and whether this call stored it."""
 
     event_id: uuid.UUID
@@ -123,6 +124,12 @@ EVENT_TYPES = frozenset(EventType.values)  # Choices.values builds a new list on
 SEVERITIES = frozenset(Severity.values)
 
 
+# NaN and Infinity are not JSON (PostgreSQL refuses them): ValueError, like a lone surrogate
+# does when the text is encoded to count its bytes (UnicodeEncodeError). One encoder:
+# json.dumps with options builds a new one on every call.
+PAYLOAD_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def validate_event(item: Mapping[str, Any]) -> ValidEvent:
     """Check one event (keys event_type, payload, and optional severity, event_id,
     event_time); raise PublishError with every bad field."""
@@ -132,10 +139,10 @@ def validate_event(item: Mapping[str, Any]) -> ValidEvent:
     payload = item.get("payload")
     errors: dict[str, str] = {}
     parsed_id = None
-    if event_id in (None, ""):
-        parsed_id = uuid.uuid4()
-    elif isinstance(event_id, uuid.UUID):
+    if isinstance(event_id, uuid.UUID):
         parsed_id = event_id
+    elif event_id is None or event_id == "":
+        parsed_id = uuid.uuid4()
     else:
         try:
             parsed_id = uuid.UUID(str(event_id))
@@ -150,18 +157,15 @@ def validate_event(item: Mapping[str, Any]) -> ValidEvent:
         errors["event"] = "The event must be a JSON object."
     else:
         try:
-            # NaN and Infinity are not JSON (PostgreSQL refuses them): ValueError, like a lone
-            # surrogate does when encoded (UnicodeEncodeError).
-            text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+            text = PAYLOAD_ENCODER.encode(payload)
             size = len(text.encode())
         except (TypeError, ValueError):
             errors["event"] = "The event must be JSON-serializable."
         else:
-            if size > settings.WEBHOOK_MAX_EVENT_BYTES:
-                errors["event"] = (
-                    f"The event is {size} bytes; the limit is {settings.WEBHOOK_MAX_EVENT_BYTES}."
-                )
-            # json.dumps writes NUL as \u0000: only then walk the payload to be sure.
+            limit = settings.WEBHOOK_MAX_EVENT_BYTES
+            if size > limit:
+                errors["event"] = f"The event is {size} bytes; the limit is {limit}."
+            # The encoder writes NUL as \u0000: only then walk the payload to be sure.
             elif "\\u0000" in text and _contains_nul(payload):
                 errors["event"] = "The event must not contain NUL characters."
     try:
@@ -173,7 +177,9 @@ def validate_event(item: Mapping[str, Any]) -> ValidEvent:
         raise PublishError(errors)
     # Without errors every value was parsed (each check above adds an error when one was not).
     assert parsed_id is not None and parsed_time is not None and isinstance(payload, dict)
-    return ValidEvent(parsed_id, str(event_type), str(severity), parsed_time, payload, text)
+    return ValidEvent(
+        parsed_id, str(parsed_id), str(event_type), str(severity), parsed_time, payload, text
+    )
 
 
 def validate_events(items: Sequence[Mapping[str, Any]]) -> list[ValidEvent]:
@@ -193,20 +199,36 @@ def validate_events(items: Sequence[Mapping[str, Any]]) -> list[ValidEvent]:
     return valid
 
 
-# The batch travels as one JSON array (one parameter, bound on the server, parsed once into
-# jsonb: each payload is then taken as it is, not parsed again) rather than as parallel arrays
-# that the driver would encode element by element.
-INSERT_EVENTS = """
-    INSERT INTO integrations_event
-        (tenant_id, event_id, event_type, severity, event_time, payload, created_at)
-    SELECT %s, item.event_id, item.event_type, item.severity, item.event_time, item.payload,
-           %s
-    FROM jsonb_to_recordset(%s::jsonb) AS item(
-        position integer, event_id uuid, event_type text, severity text,
-        event_time timestamptz, payload jsonb)
-    ORDER BY item.position
-    ON CONFLICT (tenant_id, event_id) DO NOTHING
-    RETURNING event_id, id
+# One statement stores a batch and queues it. The batch travels as one JSON array (one
+# parameter, bound on the server, parsed once into jsonb: each payload is then taken as it
+# is, not parsed again) rather than as parallel arrays that the driver would encode element
+# by element. The outbox rows are those of the events this statement inserted (a duplicate
+# was queued by the call that stored it first), one per destination whose filters take the
+# event's type and severity (`matches`, decided in Python by Destination.matches) and that
+# still exists; their ids follow the events' order, which is the order of delivery.
+PUBLISH_SQL = """
+    WITH stored AS (
+        INSERT INTO integrations_event
+            (tenant_id, event_id, event_type, severity, event_time, payload, created_at)
+        SELECT %(tenant)s, item.event_id, item.event_type, item.severity, item.event_time,
+               item.payload, %(created_at)s
+        FROM jsonb_to_recordset(%(events)s::jsonb) AS item(
+            position integer, event_id uuid, event_type text, severity text,
+            event_time timestamptz, payload jsonb)
+        ORDER BY item.position
+        ON CONFLICT (tenant_id, event_id) DO NOTHING
+        RETURNING id, event_id, event_type, severity
+    ), queued AS (
+        INSERT INTO integrations_deliveryevent (destination_id, event_id, delivery_id)
+        SELECT match.destination_id, stored.id, NULL
+        FROM stored
+        JOIN unnest(%(types)s::text[], %(severities)s::text[], %(destinations)s::uuid[])
+            AS match(event_type, severity, destination_id)
+            ON match.event_type = stored.event_type AND match.severity = stored.severity
+        JOIN integrations_destination destination ON destination.id = match.destination_id
+        ORDER BY stored.id, match.destination_id
+    )
+    SELECT event_id::text, id FROM stored
 """
 
 
@@ -215,7 +237,7 @@ def _batch_document(rows: list[ValidEvent]) -> str:
     return (
         "["
         + ",".join(
-            f'{{"position":{position},"event_id":"{row.event_id}",'
+            f'{{"position":{position},"event_id":"{row.key}",'
             f'"event_type":"{row.event_type}","severity":"{row.severity}",'
             f'"event_time":"{row.event_time.isoformat()}","payload":{row.payload_json}}}'
             for position, row in enumerate(rows)
@@ -237,9 +259,9 @@ def _publish_valid(
     tenant: Tenant, valid: list[ValidEvent], created_at: datetime
 ) -> list[PublishedEvent]:
     """event_publish_many after validation: the new rows are stamped `created_at`."""
-    unique: dict[uuid.UUID, ValidEvent] = {}
+    unique: dict[str, ValidEvent] = {}
     for item in valid:
-        unique.setdefault(item.event_id, item)  # the first of a repeated id wins
+        unique.setdefault(item.key, item)  # the first of a repeated id wins
     if not unique:
         return []
     rows = list(unique.values())
@@ -254,35 +276,65 @@ def _publish_valid(
                 raise
             logger.info("publish: deadlock with a concurrent batch; attempt %d again", attempt + 1)
     answers: list[PublishedEvent] = []
-    answered: set[uuid.UUID] = set()
+    answered: set[str] = set()
     for item in valid:
-        is_new = item.event_id in created and item.event_id not in answered
-        answered.add(item.event_id)
-        answers.append(PublishedEvent(item.event_id, stored[item.event_id], is_new))
+        is_new = item.key not in answered and item.key in created
+        answered.add(item.key)
+        answers.append(PublishedEvent(item.event_id, stored[item.key], is_new))
     return answers
 
 
-def _store(tenant: Tenant, rows: list[ValidEvent], created_at: datetime) -> tuple[dict, dict]:
+def _store(
+    tenant: Tenant, rows: list[ValidEvent], created_at: datetime
+) -> tuple[dict[str, int], dict[str, int]]:
     """Insert the new events (stamped `created_at`) and queue them, in one transaction:
-    (created, stored) map each event id to its row id, created for the rows this call
-    inserted."""
+    (created, stored) map each event id (as text) to its row id, created for the rows this
+    call inserted. Four statements, whatever the batch's size."""
+    matches = _matches(tenant, {(row.event_type, row.severity) for row in rows})
+    targets = sorted({d for destinations in matches.values() for d in destinations})
+    types, severities, destinations = [], [], []
+    for (event_type, severity), matching in matches.items():
+        for destination_id in matching:
+            types.append(event_type)
+            severities.append(severity)
+            destinations.append(destination_id)
     with transaction.atomic(), queue.server_binding():
+        # Before the events: outbox ids then follow commit order per destination.
+        outbox.lock_destinations(targets)
         with connection.cursor() as cursor:
-            cursor.execute(INSERT_EVENTS, [tenant.pk, created_at, _batch_document(rows)])
-            created = dict(cursor.fetchall())
+            cursor.execute(
+                PUBLISH_SQL,
+                {
+                    "tenant": tenant.pk,
+                    "created_at": created_at,
+                    "events": _batch_document(rows),
+                    "types": types,
+                    "severities": severities,
+                    "destinations": outbox.array_literal(destinations),
+                },
+            )
+            created: dict[str, int] = dict(cursor.fetchall())
             stored = dict(created)
             if len(created) < len(rows):
                 cursor.execute(
-                    "SELECT event_id, id FROM integrations_event "
+                    "SELECT event_id::text, id FROM integrations_event "
                     "WHERE tenant_id = %s AND event_id = ANY(%s::uuid[])",
                     [
                         tenant.pk,
-                        outbox.array_literal(r.event_id for r in rows if r.event_id not in created),
+                        outbox.array_literal(r.key for r in rows if r.key not in created),
                     ],
                 )
                 stored.update(cursor.fetchall())
+                # Only the destinations that were given a new event.
+                targets = sorted(
+                    {
+                        d
+                        for key in {(r.event_type, r.severity) for r in rows if r.key in created}
+                        for d in matches[key]
+                    }
+                )
         if created:
-            _fan_out(tenant, [row for row in rows if row.event_id in created], created)
+            outbox.mark_due(targets)
     return created, stored
 
 
@@ -349,23 +401,16 @@ def matching_destinations(
     ]
 
 
-def _fan_out(tenant: Tenant, rows: list[ValidEvent], pks: dict[uuid.UUID, int]) -> None:
-    """Queue new events for their destinations: one destination query and one outbox
-    insert for the whole batch (matching is memoised per event type and severity)."""
-    candidates = destination_candidates(tenant)
-    if not candidates:
-        return
-    matches: dict[tuple[str, str], list] = {}
-    event_pks: list[int] = []
-    destination_ids: list = []
-    for row in rows:
-        key = (row.event_type, row.severity)
-        if key not in matches:
-            matching = matching_destinations(
-                candidates, tenant=tenant, event_type=row.event_type, severity=row.severity
+def _matches(tenant: Tenant, kinds: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """For each (event type, severity) of a batch, the ids (as text) of the destinations
+    whose filters take it: one query, then Destination.matches per kind, not per event."""
+    candidates = destination_candidates(tenant) if kinds else []
+    return {
+        (event_type, severity): [
+            str(d.pk)
+            for d in matching_destinations(
+                candidates, tenant=tenant, event_type=event_type, severity=severity
             )
-            matches[key] = [d.pk for d in matching]
-        for destination_id in matches[key]:
-            event_pks.append(pks[row.event_id])
-            destination_ids.append(destination_id)
-    outbox.enqueue(event_pks, destination_ids)
+        ]
+        for event_type, severity in kinds
+    }

@@ -376,19 +376,20 @@ def test_the_page_shows_how_many_events_wait_while_paused(setup, client_for, ten
     assert "Paused: 3 events wait and go out in order" in html.content.decode()
 
 
-def test_publishing_to_a_destination_deleted_meanwhile_queues_nothing_for_it(setup):
-    from integrations.delivery import outbox
-    from integrations.models import DeliveryEvent, Event
+def test_publishing_to_a_destination_deleted_meanwhile_queues_nothing_for_it(setup, monkeypatch):
+    from integrations import events
+    from integrations.models import DeliveryEvent
 
     tenant, destination, receiver = setup
-    event = Event.objects.create(  # stored, not queued yet
-        tenant=tenant,
-        event_id=uuid.uuid4(),
-        event_type="detection.alert",
-        event_time=timezone.now(),
-        payload={"n": 1},
+    gone = str(uuid.uuid4())  # matched a moment ago, deleted before this transaction locked it
+    matches = events._matches
+    monkeypatch.setattr(
+        events,
+        "_matches",
+        lambda tenant, kinds: {kind: [gone, *ids] for kind, ids in matches(tenant, kinds).items()},
     )
-    gone = uuid.uuid4()  # matched a moment ago, deleted before this transaction locked it
-    outbox.enqueue([event.pk, event.pk], [gone, destination.pk])
+    [event] = publish(tenant)
     assert not DeliveryEvent.objects.filter(destination_id=gone).exists()
-    assert DeliveryEvent.objects.filter(destination=destination).count() == 1
+    assert list(
+        DeliveryEvent.objects.filter(destination=destination).values_list("event", flat=True)
+    ) == [event.pk]
