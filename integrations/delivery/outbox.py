@@ -54,6 +54,25 @@ def mark_due(destination_ids: Sequence[str]) -> list:
     return idle
 
 
+def delete_waiting_rows(sender, instance, **kwargs) -> None:
+    """Receiver of `pre_delete` for Destination: delete its waiting outbox rows.
+
+    Its delivered rows go with its deliveries; these are the rest (DeliveryEvent explains why
+    Django does not cascade them). The destination's lock first, as publishers take it: a
+    batch being queued for it commits before the rows are read, and a later one finds the
+    destination gone.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM integrations_destination WHERE id = %s FOR UPDATE", [instance.pk]
+        )
+        cursor.execute(
+            "DELETE FROM integrations_deliveryevent "
+            "WHERE destination_id = %s AND delivery_id IS NULL",
+            [instance.pk],
+        )
+
+
 def array_literal(values: Iterable[int | uuid.UUID | str]) -> str:
     """A PostgreSQL array literal of integers or UUIDs (nothing to escape; callers pass
     nothing else): one text parameter, not a list the driver quotes element by element."""

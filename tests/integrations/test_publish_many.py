@@ -332,14 +332,35 @@ def publisher_waits(cursor) -> bool:
 
 def test_the_outbox_goes_with_its_destination_and_its_events(tenant_a, two_destinations):
     """The outbox keeps no database constraints (see DeliveryEvent): deleting a destination,
-    or events, still takes their outbox rows along."""
+    or events, still takes their outbox rows along, waiting or given to a batch."""
+    from integrations.models import Delivery
     from integrations.services import destination_delete
 
     kept, deleted = two_destinations
     event_publish_many(tenant=tenant_a.tenant, events=[item(n) for n in range(3)])
+    batch = Delivery.objects.create(tenant=tenant_a.tenant, destination=deleted, event_count=1)
+    first = DeliveryEvent.objects.filter(destination_id=deleted.pk).order_by("id").first()
+    DeliveryEvent.objects.filter(pk=first.pk).update(delivery=batch)
     destination_delete(destination=deleted, actor=None)
     assert not DeliveryEvent.objects.filter(destination_id=deleted.pk).exists()
     assert len(queued(kept)) == 3
 
     Event.objects.filter(tenant=tenant_a.tenant).delete()
     assert not DeliveryEvent.objects.exists()
+
+
+def test_deleting_destinations_any_way_takes_their_waiting_events(tenant_a, two_destinations):
+    """Not only through destination_delete: a queryset delete, and a tenant's cascade."""
+    first, second = two_destinations
+    event_publish_many(tenant=tenant_a.tenant, events=[item(n) for n in range(2)])
+    other = TenantFactory()
+    theirs = make_destination(other, event_types=ALERTS)
+    event_publish_many(tenant=other, events=[item(n) for n in range(2)])
+
+    Destination.objects.filter(pk=first.pk).delete()
+    assert not DeliveryEvent.objects.filter(destination_id=first.pk).exists()
+    assert len(queued(second)) == 2
+
+    Destination.objects.filter(tenant=tenant_a.tenant).delete()
+    assert not DeliveryEvent.objects.filter(destination_id=second.pk).exists()
+    assert len(queued(theirs)) == 2  # another tenant's are untouched
