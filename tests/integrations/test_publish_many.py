@@ -317,8 +317,64 @@ def test_a_deadlock_with_a_concurrent_batch_is_retried(tenant_a, caplog):
         (first["event_id"], False),
         (second["event_id"], False),
     ]
-    assert "deadlock with a concurrent batch" in caplog.text
+    assert "a concurrent batch had the same events" in caplog.text
     assert Event.objects.filter(event_type=EventType.DETECTION_ALERT).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_stored_by_a_concurrent_batch_meanwhile_is_a_duplicate(
+    tenant_a, two_destinations, caplog
+):
+    """Another publisher stores X after this batch [X, Y] looked for it and commits while
+    ours waits on the unique index: the index refuses ours, and the next attempt finds X."""
+    tenant = tenant_a.tenant
+    first, second = item(1), item(2)
+    holder_inserted = threading.Event()
+    results: dict = {}
+
+    def holder() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO integrations_event (tenant_id, event_id, event_type, "
+                    "severity, event_time, payload, created_at) VALUES "
+                    "(%s, %s, 'detection.alert', 'high', now(), '{}', now())",
+                    [tenant.pk, first["event_id"]],
+                )
+                holder_inserted.set()
+                assert wait_until(lambda: publisher_waits(cursor), 20, interval=0.02)
+            results["holder"] = "committed"
+        except Exception as error:
+            results["holder"] = repr(error)
+        finally:
+            connection.close()
+
+    def publisher() -> None:
+        try:
+            assert holder_inserted.wait(20)
+            results["answers"] = event_publish_many(tenant=tenant, events=[first, second])
+        except Exception as error:
+            results["answers"] = repr(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=publisher)]
+    with caplog.at_level(logging.INFO, logger="integrations.events"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert results["holder"] == "committed", results
+    answers = results["answers"]
+    assert [(str(a.event_id), a.created) for a in answers] == [
+        (first["event_id"], False),
+        (second["event_id"], True),
+    ], answers
+    assert "a concurrent batch had the same events" in caplog.text
+    stored = Event.objects.filter(event_type=EventType.DETECTION_ALERT)
+    assert stored.count() == 2
+    # Only the event this batch stored is queued by it (the other publisher queued nothing).
+    assert len(queued(two_destinations[0])) == 1
 
 
 def publisher_waits(cursor) -> bool:
