@@ -268,22 +268,15 @@ def test_a_deadlock_with_a_concurrent_batch_is_retried(tenant_a, caplog):
     publisher_done = threading.Event()
     results: dict = {}
 
-    def insert(cursor, row: dict) -> None:
-        cursor.execute(
-            "INSERT INTO integrations_event (tenant_id, event_id, event_type, severity, "
-            "event_time, payload, created_at) VALUES (%s, %s, 'detection.alert', 'high', "
-            "now(), '{}', now())",
-            [tenant.pk, row["event_id"]],
-        )
-
     def holder() -> None:
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute("SET LOCAL deadlock_timeout = '60s'")
-                insert(cursor, second)
+                insert_event(cursor, tenant, second)
                 holder_waiting.set()
                 assert wait_until(lambda: publisher_waits(cursor), 20, interval=0.02)
-                insert(cursor, first)  # closes the cycle; the publisher is aborted first
+                # Closes the cycle; the publisher is aborted first.
+                insert_event(cursor, tenant, first)
             results["holder"] = "committed"
         except Exception as error:
             results["holder"] = repr(error)
@@ -304,12 +297,7 @@ def test_a_deadlock_with_a_concurrent_batch_is_retried(tenant_a, caplog):
             connection.close()
             publisher_done.set()
 
-    threads = [threading.Thread(target=holder), threading.Thread(target=publisher)]
-    with caplog.at_level(logging.INFO, logger="integrations.events"):
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+    run_together(caplog, holder, publisher)
     assert publisher_done.is_set()
     assert results["holder"] == "committed", results
     answers = results["answers"]
@@ -335,12 +323,7 @@ def test_an_event_stored_by_a_concurrent_batch_meanwhile_is_a_duplicate(
     def holder() -> None:
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(
-                    "INSERT INTO integrations_event (tenant_id, event_id, event_type, "
-                    "severity, event_time, payload, created_at) VALUES "
-                    "(%s, %s, 'detection.alert', 'high', now(), '{}', now())",
-                    [tenant.pk, first["event_id"]],
-                )
+                insert_event(cursor, tenant, first)
                 holder_inserted.set()
                 assert wait_until(lambda: publisher_waits(cursor), 20, interval=0.02)
             results["holder"] = "committed"
@@ -358,12 +341,7 @@ def test_an_event_stored_by_a_concurrent_batch_meanwhile_is_a_duplicate(
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=holder), threading.Thread(target=publisher)]
-    with caplog.at_level(logging.INFO, logger="integrations.events"):
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+    run_together(caplog, holder, publisher)
     assert results["holder"] == "committed", results
     answers = results["answers"]
     assert [(str(a.event_id), a.created) for a in answers] == [
@@ -375,6 +353,27 @@ def test_an_event_stored_by_a_concurrent_batch_meanwhile_is_a_duplicate(
     assert stored.count() == 2
     # Only the event this batch stored is queued by it (the other publisher queued nothing).
     assert len(queued(two_destinations[0])) == 1
+
+
+def insert_event(cursor, tenant, row: dict) -> None:
+    """The row another publisher's transaction inserts for this item."""
+    cursor.execute(
+        "INSERT INTO integrations_event (tenant_id, event_id, event_type, severity, "
+        "event_time, payload, created_at) VALUES (%s, %s, 'detection.alert', 'high', "
+        "now(), '{}', now())",
+        [tenant.pk, row["event_id"]],
+    )
+
+
+def run_together(caplog, *functions) -> None:
+    """Run each function in its own thread (its own connection), capturing the publisher's
+    log; every thread is given 60 s."""
+    threads = [threading.Thread(target=function) for function in functions]
+    with caplog.at_level(logging.INFO, logger="integrations.events"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
 
 
 def publisher_waits(cursor) -> bool:
