@@ -17,9 +17,10 @@ from django.db import connection, transaction
 from integrations.delivery.queue import wake_many
 
 
-def lock_destinations(destination_ids: Sequence[str]) -> None:
+def lock_destinations(destination_ids: Sequence[str]) -> set[str]:
     """Lock the destinations a batch is about to be queued for, in id order (no deadlocks
-    between publishers), before its events are inserted.
+    between publishers), before its events are inserted; return the ids of the idle active
+    ones (under the lock, no worker can make them due meanwhile), for mark_due.
 
     A second publisher for the same destination waits here until the first commits, so
     that, per destination, outbox ids follow commit order, which is the order of delivery.
@@ -28,18 +29,21 @@ def lock_destinations(destination_ids: Sequence[str]) -> None:
     would let a finishing worker miss rows it cannot see yet. A destination deleted
     meanwhile is simply not there any more, and gets nothing (the insert joins on it).
     """
-    if destination_ids:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id FROM integrations_destination WHERE id = ANY(%s::uuid[]) "
-                "ORDER BY id FOR UPDATE",
-                [array_literal(destination_ids)],
-            )
+    if not destination_ids:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id::text, next_due_at IS NULL AND active FROM integrations_destination "
+            "WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
+            [array_literal(destination_ids)],
+        )
+        return {destination_id for destination_id, idle in cursor.fetchall() if idle}
 
 
 def mark_due(destination_ids: Sequence[str]) -> list:
     """Mark the idle (active) ones of these locked destinations due now, and wake the
-    delivery loops once, after commit. Returns the destinations that were idle."""
+    delivery loops once, after commit. Returns the destinations that were idle. No
+    statement when there are none: a busy stream is already due."""
     if not destination_ids:
         return []
     with connection.cursor() as cursor:

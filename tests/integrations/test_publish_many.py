@@ -198,10 +198,15 @@ def test_delivery_is_woken_once_after_commit_for_idle_destinations(
     for destination in two_destinations:
         destination.refresh_from_db()
         assert destination.next_due_at is not None
-    # Already due: no second wake-up (the worker that drains them will see the new rows).
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+    # Already due: no second wake-up (the worker that drains them will see the new rows),
+    # and no statement to mark them due.
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        CaptureQueriesContext(connection) as queries,
+    ):
         event_publish_many(tenant=tenant_a.tenant, events=[item(n) for n in range(5)])
     assert callbacks == [] and len(wakes) == 1
+    assert not [q for q in queries if q["sql"].startswith("UPDATE")]
 
 
 def test_nothing_new_wakes_nothing(
