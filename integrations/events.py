@@ -273,9 +273,10 @@ def _publish_valid(
     if not unique:
         return []
     rows = list(unique.values())
+    document = _batch_document(rows)  # once, and before any lock is taken
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
-            created, stored = _store(tenant, rows, created_at)
+            created, stored = _store(tenant, rows, document, created_at)
             break
         except (OperationalError, IntegrityError) as error:
             # A concurrent batch stored some of these event ids after this one looked (the
@@ -303,11 +304,12 @@ def _lost_a_race(error: Exception) -> bool:
 
 
 def _store(
-    tenant: Tenant, rows: list[ValidEvent], created_at: datetime
+    tenant: Tenant, rows: list[ValidEvent], document: str, created_at: datetime
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """Insert the new events (stamped `created_at`) and queue them, in one transaction:
-    (created, stored) map each event id (as text) to its row id, created for the rows this
-    call inserted. At most five statements, whatever the batch's size, and usually three."""
+    """Insert the new events (`rows`, as `document`: _batch_document) stamped `created_at`
+    and queue them, in one transaction: (created, stored) map each event id (as text) to its
+    row id, created for the rows this call inserted. At most five statements, whatever the
+    batch's size, and usually three."""
     matches = _matches(tenant, {(row.event_type, row.severity) for row in rows})
     targets = sorted({d for destinations in matches.values() for d in destinations})
     types, severities, destinations = [], [], []
@@ -325,7 +327,7 @@ def _store(
                 {
                     "tenant": tenant.pk,
                     "created_at": created_at,
-                    "events": _batch_document(rows),
+                    "events": document,
                     "types": types,
                     "severities": severities,
                     "destinations": outbox.array_literal(destinations),

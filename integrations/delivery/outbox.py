@@ -66,10 +66,8 @@ def delete_waiting_rows(sender, instance, **kwargs) -> None:
     batch being queued for it commits before the rows are read, and a later one finds the
     destination gone.
     """
+    lock_destinations([str(instance.pk)])
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id FROM integrations_destination WHERE id = %s FOR UPDATE", [instance.pk]
-        )
         cursor.execute(
             "DELETE FROM integrations_deliveryevent "
             "WHERE destination_id = %s AND delivery_id IS NULL",
