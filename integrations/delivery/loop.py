@@ -96,7 +96,9 @@ class DeliveryLoop:
         self.db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
         self.sender = AsyncSender()
         self.in_flight: dict[Any, asyncio.Task] = {}
-        self.sent_at: dict[Any, float] = {}  # when each send in flight started (monotonic)
+        # When the latest send of each stream started (monotonic): set by _start, read only
+        # for the streams in flight (one float per stream this loop has sent to).
+        self.sent_at: dict[Any, float] = {}
         self.finished: list[tuple[queue.Claim, Outcome]] = []
         self.kick = asyncio.Event()
         self.counters: Counter[str] = Counter()
@@ -264,7 +266,6 @@ class DeliveryLoop:
         key = claim.destination.pk
         if self.in_flight.get(key) is asyncio.current_task():
             del self.in_flight[key]
-            self.sent_at.pop(key, None)
         self.finished.append((claim, outcome))
 
     def _observe(self, seconds: float) -> None:
@@ -285,7 +286,6 @@ class DeliveryLoop:
     def _forget(self, key: Any, task: asyncio.Task) -> None:
         if self.in_flight.get(key) is task:  # not a continued stream's next send
             del self.in_flight[key]
-            self.sent_at.pop(key, None)
 
     async def _linger(self) -> None:
         """Before a record: wait up to RECORD_LINGER for the sends in flight that started in
