@@ -271,38 +271,29 @@ def test_a_deadlock_with_a_concurrent_batch_is_retried(tenant_a, caplog):
     first, second = item(1), item(2)
     holder_waiting = threading.Event()
     publisher_done = threading.Event()
-    results: dict = {}
 
-    def holder() -> None:
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SET LOCAL deadlock_timeout = '60s'")
-                insert_event(cursor, tenant, second)
-                holder_waiting.set()
-                assert wait_until(lambda: publisher_waits(cursor), 20, interval=0.02)
-                # Closes the cycle; the publisher is aborted first.
-                insert_event(cursor, tenant, first)
-            results["holder"] = "committed"
-        except Exception as error:
-            results["holder"] = repr(error)
-        finally:
-            connection.close()
+    def holder() -> str:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL deadlock_timeout = '60s'")
+            insert_event(cursor, tenant, second)
+            holder_waiting.set()
+            assert wait_until(lambda: publisher_waits(cursor), 20, interval=0.02)
+            # Closes the cycle; the publisher is aborted first.
+            insert_event(cursor, tenant, first)
+        return "committed"
 
-    def publisher() -> None:
+    def publisher() -> list:
         try:
             assert holder_waiting.wait(20)
             with connection.cursor() as cursor:
                 cursor.execute("SET deadlock_timeout = '3s'")
-            results["answers"] = event_publish_many(tenant=tenant, events=[first, second])
-        except Exception as error:
-            results["answers"] = repr(error)
+            return event_publish_many(tenant=tenant, events=[first, second])
         finally:
             with connection.cursor() as cursor:
                 cursor.execute("RESET deadlock_timeout")
-            connection.close()
             publisher_done.set()
 
-    run_together(caplog, holder, publisher)
+    results = run_together(caplog, holder=holder, answers=publisher)
     assert publisher_done.is_set()
     assert results["holder"] == "committed", results
     answers = results["answers"]
@@ -323,30 +314,19 @@ def test_an_event_stored_by_a_concurrent_batch_meanwhile_is_a_duplicate(
     tenant = tenant_a.tenant
     first, second = item(1), item(2)
     holder_inserted = threading.Event()
-    results: dict = {}
 
-    def holder() -> None:
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                insert_event(cursor, tenant, first)
-                holder_inserted.set()
-                assert wait_until(lambda: publisher_waits(cursor), 20, interval=0.02)
-            results["holder"] = "committed"
-        except Exception as error:
-            results["holder"] = repr(error)
-        finally:
-            connection.close()
+    def holder() -> str:
+        with transaction.atomic(), connection.cursor() as cursor:
+            insert_event(cursor, tenant, first)
+            holder_inserted.set()
+            assert wait_until(lambda: publisher_waits(cursor), 20, interval=0.02)
+        return "committed"
 
-    def publisher() -> None:
-        try:
-            assert holder_inserted.wait(20)
-            results["answers"] = event_publish_many(tenant=tenant, events=[first, second])
-        except Exception as error:
-            results["answers"] = repr(error)
-        finally:
-            connection.close()
+    def publisher() -> list:
+        assert holder_inserted.wait(20)
+        return event_publish_many(tenant=tenant, events=[first, second])
 
-    run_together(caplog, holder, publisher)
+    results = run_together(caplog, holder=holder, answers=publisher)
     assert results["holder"] == "committed", results
     answers = results["answers"]
     assert [(str(a.event_id), a.created) for a in answers] == [
@@ -370,15 +350,27 @@ def insert_event(cursor, tenant, row: dict) -> None:
     )
 
 
-def run_together(caplog, *functions) -> None:
-    """Run each function in its own thread (its own connection), capturing the publisher's
-    log; every thread is given 60 s."""
-    threads = [threading.Thread(target=function) for function in functions]
+def run_together(caplog, **functions) -> dict:
+    """Run each function in its own thread (its own connection, closed after), capturing the
+    publisher's log; every thread is given 60 s. Each name maps to what its function returned,
+    or to the repr of what it raised."""
+    results: dict = {}
+
+    def run(name: str, function) -> None:
+        try:
+            results[name] = function()
+        except Exception as error:
+            results[name] = repr(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=item) for item in functions.items()]
     with caplog.at_level(logging.INFO, logger="integrations.events"):
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
+    return results
 
 
 def publisher_waits(cursor) -> bool:
